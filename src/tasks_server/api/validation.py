@@ -1,0 +1,335 @@
+"""Turning request bytes into typed structs, naming every bad field by its path."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from tasks_server.api.schemas import (
+    MAX_SAFE_INTEGER,
+    PATTERN_MESSAGES,
+    Config,
+    HttpRequest,
+    TaskSpec,
+)
+from tasks_server.model.timing import MAX_EPOCH_MS, parse_date_ms
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+_PATH_IN_MESSAGE = re.compile(
+    r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.DOTALL
+)
+_REGEX_IN_MESSAGE = re.compile(r"^Expected `str` matching regex '(?P<regex>.*)'$", re.DOTALL)
+_KEY = re.compile(r"^[a-zA-Z0-9$_.\-\[\]]{1,64}$")
+MAX_DATA_DEPTH = 3
+MIN_GAP_AFTER_EXECUTION_MS = 1000
+
+
+class ValidationFailed(Exception):
+    """The input is invalid; `fields` maps each bad field's path to what is wrong."""
+
+    def __init__(self, fields: dict[str, str], message: str = "Invalid request") -> None:
+        super().__init__(message)
+        self.fields = fields
+        self.message = message
+
+
+def decode_json(raw: bytes) -> Any:
+    """Parse JSON bytes, or raise ValidationFailed naming the body."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed({"body": f"Invalid JSON: {exc}"}, "Invalid JSON body") from None
+
+
+def convert(data: Any, kind: type[T], *, root: str = "") -> T:
+    """Build `kind` from decoded JSON, or raise ValidationFailed with every bad field."""
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError:
+        errors = collect_errors(data, kind, root)
+        raise ValidationFailed(errors or {root or "body": "Invalid value"}) from None
+
+
+def collect_errors(data: Any, kind: Any, path: str) -> dict[str, str]:
+    """Every validation error of `data` against `kind`, keyed by dotted path.
+
+    msgspec stops at the first error; this walks struct fields one by one so a
+    client fixing its request sees all problems at once.
+    """
+    struct = _struct_of(kind)
+    if struct is None or not isinstance(data, dict):
+        return _convert_error(data, kind, path)
+    errors: dict[str, str] = {}
+    hints = typing.get_type_hints(struct, include_extras=True)
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+    for key in data:
+        if key not in fields:
+            errors[_join(path, str(key))] = "Unknown field"
+    for name, field in fields.items():
+        if name not in data:
+            if field.required:
+                errors[_join(path, name)] = "Required field is missing"
+            continue
+        errors.update(_field_errors(data[name], hints[field.name], _join(path, name)))
+    return errors
+
+
+def _field_errors(value: Any, annotation: Any, path: str) -> dict[str, str]:
+    if value is None and _allows_none(annotation):
+        return {}
+    inner = _strip_optional(annotation)
+    if _struct_of(inner) is not None:
+        return collect_errors(value, inner, path)
+    item = _list_item_struct(inner)
+    if item is not None and isinstance(value, list):
+        errors = _convert_error(value, annotation, path)
+        if errors:
+            return errors
+        found: dict[str, str] = {}
+        for index, element in enumerate(value):
+            found.update(collect_errors(element, item, f"{path}[{index}]"))
+        return found
+    return _convert_error(value, annotation, path)
+
+
+def _convert_error(value: Any, annotation: Any, path: str) -> dict[str, str]:
+    try:
+        msgspec.convert(value, annotation)
+    except msgspec.ValidationError as exc:
+        match = _PATH_IN_MESSAGE.match(str(exc))
+        assert match is not None  # the pattern matches any text
+        # msgspec says `$.a[0]` relative to the value converted; prefix our own path
+        full = (path + (match["path"] or "")).lstrip(".")
+        message = _friendly(match["message"])
+        if match["key"]:
+            message = f"Invalid key: {message}"
+        return {full or "body": message}
+    return {}
+
+
+def _friendly(message: str) -> str:
+    regex = _REGEX_IN_MESSAGE.match(message)
+    if regex is None:
+        return message
+    return PATTERN_MESSAGES.get(regex["regex"].replace("\\\\", "\\"), message)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _struct_of(kind: Any) -> type[msgspec.Struct] | None:
+    inner = _strip_optional(kind)
+    if isinstance(inner, type) and issubclass(inner, msgspec.Struct):
+        return inner
+    return None
+
+
+def _list_item_struct(kind: Any) -> type[msgspec.Struct] | None:
+    base = _unannotated(kind)
+    if typing.get_origin(base) is list:
+        (item,) = typing.get_args(base)
+        return _struct_of(item)
+    return None
+
+
+def _unannotated(kind: Any) -> Any:
+    while typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    return kind
+
+
+def _strip_optional(kind: Any) -> Any:
+    base = _unannotated(kind)
+    args = typing.get_args(base)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _unannotated(rest[0])
+    return base
+
+
+def _allows_none(kind: Any) -> bool:
+    return type(None) in typing.get_args(_unannotated(kind))
+
+
+# ---- tasks: rules across fields, and the canonical form that is stored ----
+
+
+def parse_task_spec(data: Any, now: int) -> TaskSpec:
+    """Validate a registration payload and return its canonical form.
+
+    Canonical: dates as ms, enums in their stored case, `data` dropped for
+    GET/DELETE, executeAt -> executionDelay 0, retryAt -> retry 1.
+    """
+    spec = convert(data, TaskSpec)
+    return canonical_task_spec(spec, now, check_execute_at=True)
+
+
+def canonical_task_spec(spec: TaskSpec, now: int, *, check_execute_at: bool) -> TaskSpec:
+    """Apply the cross-field rules and transforms to an already well-typed spec."""
+    errors: dict[str, str] = {}
+    request = _canonical_request(spec.http_request, errors)
+    config = spec.config
+    dates = {
+        name: _parse_date(getattr(config, attr), f"config.{name}", errors)
+        for name, attr in (
+            ("executeAt", "execute_at"),
+            ("retryAt", "retry_at"),
+            ("timeoutAt", "timeout_at"),
+        )
+    }
+    execute_at, retry_at, timeout_at = dates["executeAt"], dates["retryAt"], dates["timeoutAt"]
+    if execute_at is not None and check_execute_at and execute_at <= now:
+        errors["config.executeAt"] = "Execution date must be in the future"
+    execution_at = execute_at if execute_at is not None else now + config.execution_delay
+    if execution_at > MAX_EPOCH_MS:
+        errors["config.executionDelay"] = "Execution time is past the largest supported date"
+    if retry_at is not None and retry_at < execution_at + MIN_GAP_AFTER_EXECUTION_MS:
+        errors["config.retryAt"] = "Retry date must be at least 1 s after the execution date"
+    if timeout_at is not None and timeout_at < execution_at + MIN_GAP_AFTER_EXECUTION_MS:
+        errors["config.timeoutAt"] = "Timeout date must be at least 1 s after the execution date"
+    if request.transport == "curl":
+        for name in ("credentials", "referrerPolicy", "mode"):
+            if getattr(config, _snake(name)) is not None:
+                errors[f"config.{name}"] = "Invalid curl option: browser fetch only"
+    for name in ("ca", "key"):
+        _check_base64(getattr(config, name), f"config.{name}", errors)
+    if config.cert is not None:
+        _check_base64(config.cert.value, "config.cert.value", errors)
+    if isinstance(config.hsts, str):
+        _check_base64(config.hsts, "config.hsts", errors)
+    if errors:
+        raise ValidationFailed(errors)
+    retry = 1 if retry_at is not None else config.retry
+    canonical = msgspec.structs.replace(
+        config,
+        execute_at=execute_at,
+        execution_delay=0 if execute_at is not None else config.execution_delay,
+        retry_at=retry_at,
+        timeout_at=timeout_at,
+        retry=retry,
+        retry_exponential=config.retry_exponential and retry >= 2,
+        ignore_status_code=sorted(set(config.ignore_status_code)),
+        referer_url=_upper_if(config.referer_url, "auto"),
+        proto=config.proto.lower() if config.proto else None,
+        proto_redirect=config.proto_redirect.lower() if config.proto_redirect else None,
+        cert_type=config.cert_type.upper() if config.cert_type else None,
+        key_type=config.key_type.upper() if config.key_type else None,
+        proxy=(
+            msgspec.structs.replace(config.proxy, protocol=config.proxy.protocol.lower())
+            if config.proxy
+            else None
+        ),
+    )
+    return msgspec.structs.replace(spec, http_request=request, config=canonical)
+
+
+def execution_time(config: Config, now: int) -> int:
+    """When the first attempt is due, for a canonical config."""
+    return config.execute_at if config.execute_at is not None else now + config.execution_delay
+
+
+def _canonical_request(request: HttpRequest, errors: dict[str, str]) -> HttpRequest:
+    method = request.method.upper()
+    data = request.data
+    if method in ("GET", "DELETE"):
+        data = None  # the original drops a body on GET and DELETE
+    elif isinstance(data, dict):
+        _check_json_body(data, "httpRequest.data", 1, errors)
+    return msgspec.structs.replace(request, method=method, data=data)
+
+
+def _check_json_body(obj: Mapping[str, Any], path: str, depth: int, errors: dict[str, str]) -> None:
+    if depth > MAX_DATA_DEPTH:
+        errors[path] = f"Objects may nest at most {MAX_DATA_DEPTH} levels"
+        return
+    if not obj:
+        errors[path] = "Object must not be empty"
+    for key, value in obj.items():
+        where = f"{path}.{key}"
+        if not _KEY.match(key):
+            errors[where] = "Invalid key format: 1-64 letters, digits or $ _ . - [ ]"
+        elif isinstance(value, dict):
+            _check_json_body(value, where, depth + 1, errors)
+        elif isinstance(value, str):
+            if len(value) > 4096:
+                errors[where] = "Expected `str` of length <= 4096"
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int | float):
+            if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
+                errors[where] = "Integer outside the safe range of JSON numbers"
+        else:
+            errors[where] = "Expected a string, number, boolean, null or object"
+
+
+def _parse_date(value: int | str | None, path: str, errors: dict[str, str]) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    parsed = parse_date_ms(value)
+    if parsed is None or not 0 <= parsed <= MAX_EPOCH_MS:
+        errors[path] = "Expected ms since the epoch or a date such as 2030-01-01T09:00:00+07:00"
+        return None
+    return parsed
+
+
+def _check_base64(value: str | None, path: str, errors: dict[str, str]) -> None:
+    if value is None:
+        return
+    try:
+        base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        errors[path] = "Expected base64 content (PEM or DER)"
+
+
+def _upper_if(value: str, word: str) -> str:
+    return word.upper() if value.lower() == word else value
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def parse_query(
+    params: list[tuple[str, str]],
+    kind: type[T],
+    *,
+    ignore: frozenset[str] = frozenset(),
+    normalize: Mapping[str, Callable[[str], str]] | None = None,
+) -> T:
+    """Query parameters into `kind`: repeated keys refused, digits as integers."""
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for key, value in params:
+        if key in ignore:
+            continue
+        if key in values:
+            errors[key] = "Repeated query parameter"
+            continue
+        if normalize and key in normalize:
+            value = normalize[key](value)
+        values[key] = int(value) if value.isdigit() and len(value) <= 16 else value
+    if errors:
+        raise ValidationFailed(errors, "Invalid query parameters")
+    return convert(values, kind)

@@ -1,0 +1,73 @@
+"""Encryption of stored task data: AES-256-GCM with a random nonce, key from HKDF."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+log = logging.getLogger("tasks_server")
+
+_VERSION = b"\x01"
+_NONCE_BYTES = 12
+KEY_FILE_NAME = "cipher.key"
+
+
+class DecryptionError(Exception):
+    """A stored value cannot be decrypted with the configured key."""
+
+
+class Cipher:
+    """Seals bytes bound to a context (the task id), so a row cannot be swapped."""
+
+    def __init__(self, secret: str) -> None:
+        key = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=b"tasks-server",
+            info=b"tasks-server payload v1",
+        ).derive(secret.encode())
+        self._aead = AESGCM(key)
+
+    def seal(self, plaintext: bytes, context: str) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, context.encode())
+
+    def open(self, sealed: bytes, context: str) -> bytes:
+        if sealed[:1] != _VERSION:
+            raise DecryptionError("unknown ciphertext version")
+        nonce = sealed[1 : 1 + _NONCE_BYTES]
+        try:
+            return self._aead.decrypt(nonce, sealed[1 + _NONCE_BYTES :], context.encode())
+        except InvalidTag:
+            raise DecryptionError("ciphertext does not verify with this CIPHER_KEY") from None
+
+
+def load_or_create_secret(configured: str, data_dir: Path) -> str:
+    """Return CIPHER_KEY, or the key kept beside the database (created on first start)."""
+    if configured:
+        return configured
+    path = data_dir / KEY_FILE_NAME
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    # O_EXCL: two processes starting together must not overwrite each other's key
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    log.warning(
+        "CIPHER_KEY is not set: generated a random key in %s (mode 0600). "
+        "Keep this file with the database; tasks cannot be read without it.",
+        path,
+    )
+    return secret
