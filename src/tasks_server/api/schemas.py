@@ -70,7 +70,9 @@ Delay = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
 Protocol = Annotated[str, pattern(r"^(?i:https?)$", "Expected http or https")]
 
 
-class Strict(msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True):
+class Strict(
+    msgspec.Struct, forbid_unknown_fields=True, rename="camel", omit_defaults=True, frozen=True
+):
     pass
 
 
@@ -86,6 +88,12 @@ class AwsSigv4(Strict, frozen=True):
     service: Annotated[str, Meta(min_length=1, max_length=128)]
     key: Annotated[str, Meta(min_length=1, max_length=256)]
     secret: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+def ms(value: int | str | None) -> int | None:
+    """A date field of a canonical spec, where dates are always ms."""
+    assert not isinstance(value, str), "canonical specs hold dates as ms"
+    return value
 
 
 class FormField(Strict, frozen=True):

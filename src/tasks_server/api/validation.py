@@ -17,6 +17,7 @@ from tasks_server.api.schemas import (
     Config,
     HttpRequest,
     TaskSpec,
+    ms,
 )
 from tasks_server.model.timing import MAX_EPOCH_MS, parse_date_ms
 
@@ -169,12 +170,15 @@ def parse_task_spec(data: Any, now: int) -> TaskSpec:
     Canonical: dates as ms, enums in their stored case, `data` dropped for
     GET/DELETE, executeAt -> executionDelay 0, retryAt -> retry 1.
     """
-    spec = convert(data, TaskSpec)
-    return canonical_task_spec(spec, now, check_execute_at=True)
+    return canonical_task_spec(convert(data, TaskSpec), now)
 
 
-def canonical_task_spec(spec: TaskSpec, now: int, *, check_execute_at: bool) -> TaskSpec:
-    """Apply the cross-field rules and transforms to an already well-typed spec."""
+def canonical_task_spec(spec: TaskSpec, now: int, *, execution_at: int | None = None) -> TaskSpec:
+    """Apply the cross-field rules and transforms to an already well-typed spec.
+
+    `execution_at` keeps an existing task's first-attempt time (an edit that
+    does not reschedule); then executeAt need not be in the future any more.
+    """
     errors: dict[str, str] = {}
     request = _canonical_request(spec.http_request, errors)
     config = spec.config
@@ -187,9 +191,10 @@ def canonical_task_spec(spec: TaskSpec, now: int, *, check_execute_at: bool) -> 
         )
     }
     execute_at, retry_at, timeout_at = dates["executeAt"], dates["retryAt"], dates["timeoutAt"]
-    if execute_at is not None and check_execute_at and execute_at <= now:
-        errors["config.executeAt"] = "Execution date must be in the future"
-    execution_at = execute_at if execute_at is not None else now + config.execution_delay
+    if execution_at is None:
+        if execute_at is not None and execute_at <= now:
+            errors["config.executeAt"] = "Execution date must be in the future"
+        execution_at = execute_at if execute_at is not None else now + config.execution_delay
     if execution_at > MAX_EPOCH_MS:
         errors["config.executionDelay"] = "Execution time is past the largest supported date"
     if retry_at is not None and retry_at < execution_at + MIN_GAP_AFTER_EXECUTION_MS:
@@ -234,7 +239,8 @@ def canonical_task_spec(spec: TaskSpec, now: int, *, check_execute_at: bool) -> 
 
 def execution_time(config: Config, now: int) -> int:
     """When the first attempt is due, for a canonical config."""
-    return config.execute_at if config.execute_at is not None else now + config.execution_delay
+    execute_at = ms(config.execute_at)
+    return execute_at if execute_at is not None else now + config.execution_delay
 
 
 def _canonical_request(request: HttpRequest, errors: dict[str, str]) -> HttpRequest:

@@ -1,0 +1,43 @@
+"""Owner keys and request authentication (Bearer key + X-Tasks-Owner-Id)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+
+from starlette.requests import Request
+
+from tasks_server.api.errors import ApiError
+from tasks_server.store.base import OwnerRow, Store
+
+KEY_ALPHABET = string.ascii_letters + string.digits
+KEY_LENGTH = 64
+_BEARER = re.compile(r"^Bearer ([A-Za-z0-9]{64})$")
+ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$", re.IGNORECASE)
+
+
+def new_key() -> str:
+    """64 random letters and digits (~380 bits): shown once, stored as a digest."""
+    return "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_LENGTH))
+
+
+def key_digest(key: str) -> bytes:
+    # a fast hash suffices: the key is random, not a password that could be guessed
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def authenticate(request: Request, store: Store) -> OwnerRow:
+    """The calling owner; 403 for missing or malformed credentials, 401 for a wrong key."""
+    bearer = _BEARER.match(request.headers.get("authorization", ""))
+    owner_id = request.headers.get("x-tasks-owner-id", "")
+    if bearer is None or not ULID_PATTERN.match(owner_id):
+        raise ApiError(403)
+    owner = await store.get_owner(owner_id.upper())
+    if owner is None:
+        raise ApiError(403)
+    if not hmac.compare_digest(key_digest(bearer.group(1)), owner.key_digest):
+        raise ApiError(401)
+    return owner

@@ -1,0 +1,99 @@
+"""One error shape for every failure: {"action", "message"} plus "fields" for 400."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tasks_server.api.schemas import ErrorBody
+from tasks_server.api.validation import ValidationFailed
+from tasks_server.store.base import StoreUnavailable
+
+log = logging.getLogger("tasks_server")
+
+_FIX = "Do not retry without fixing the problem"
+_STOP = "The request should not be repeated"
+ACTIONS = {
+    400: _FIX,
+    401: _STOP,
+    403: _STOP,
+    404: _FIX,
+    405: _FIX,
+    409: _FIX,
+    413: _FIX,
+    422: _FIX,
+    429: "Please wait until the server restore your connection",
+    503: "Retry later: the server cannot store data right now",
+}
+DEFAULT_MESSAGES = {
+    401: "The request did not include valid authentication",
+    403: "The server did not accept valid authentication",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "The request is too large",
+}
+_INTERNAL = "Do not retry this request more than once"
+
+
+class ApiError(Exception):
+    """A client-visible failure with its status code."""
+
+    def __init__(
+        self, status: int, message: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message or DEFAULT_MESSAGES.get(status, "Request failed")
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    message: str,
+    fields: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = ErrorBody(action=ACTIONS.get(status, _INTERNAL), message=message, fields=fields)
+    return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
+
+
+async def on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, headers=exc.headers)
+
+
+async def on_validation_failed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationFailed)
+    return error_response(400, exc.message, exc.fields)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = DEFAULT_MESSAGES.get(exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
+
+
+async def on_store_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("Store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, f"The database cannot take this change now: {exc}", headers={"Retry-After": "1"}
+    )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("Unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "Internal server error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiError: on_api_error,
+    ValidationFailed: on_validation_failed,
+    HTTPException: on_http_exception,
+    StoreUnavailable: on_store_unavailable,
+    Exception: on_unexpected,
+}

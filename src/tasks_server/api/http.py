@@ -1,0 +1,42 @@
+"""Reading request bodies within the size limit, and writing JSON responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tasks_server.api.errors import ApiError
+from tasks_server.api.validation import ValidationFailed, decode_json
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(request: Request, value: Any, status: int = 200) -> Response:
+    """Encode `value` as JSON; `?pretty` indents it for people reading it."""
+    body = _encoder.encode(value)
+    if "pretty" in request.query_params:
+        body = msgspec.json.format(body, indent=4)
+    return Response(body, status, media_type="application/json")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refused past `limit` bytes without reading further."""
+    content_type = request.headers.get("content-type", "application/json")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ValidationFailed(
+            {"headers.Content-Type": "Expected application/json"}, "Unsupported content type"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"The request body cannot be more than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"The request body cannot be more than {limit} bytes")
+        chunks.append(chunk)
+    return decode_json(b"".join(chunks))

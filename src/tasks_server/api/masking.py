@@ -1,0 +1,77 @@
+"""The stored request as its owner may read it back: every field, secrets masked."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from tasks_server.api.schemas import TaskSpec
+
+MASK = "********"
+# header names whose values are credentials
+_SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|password|api[-_]?key", re.I)
+# paths (dotted, * = every key or item) whose values are secrets
+SECRET_PATHS = (
+    "httpRequest.authBasic.password",
+    "httpRequest.authDigest.password",
+    "httpRequest.authNtlm.password",
+    "httpRequest.authAwsSigv4.key",
+    "httpRequest.authAwsSigv4.secret",
+    "httpRequest.cookie",
+    "config.locationTrusted.password",
+    "config.cert.password",
+    "config.key",
+    "config.proxyAuthBasic.password",
+    "config.proxyAuthDigest.password",
+    "config.proxyAuthNtlm.password",
+)
+SECRET_HEADER_RECORDS = ("httpRequest.headers", "config.proxyHeaders")
+
+
+def full_view(value: Any) -> Any:
+    """Builtins of a struct with every field, defaults included (storage omits them)."""
+    if isinstance(value, msgspec.Struct):
+        return {
+            field.encode_name: full_view(getattr(value, field.name))
+            for field in msgspec.structs.fields(value)
+        }
+    if isinstance(value, list):
+        return [full_view(item) for item in value]
+    if isinstance(value, dict):
+        return {key: full_view(item) for key, item in value.items()}
+    return value
+
+
+def masked_view(spec: TaskSpec) -> dict[str, Any]:
+    view: dict[str, Any] = full_view(msgspec.structs.replace(spec, metadata=None))
+    view.pop("metadata")
+    for path in SECRET_PATHS:
+        _mask(view, path.split("."))
+    for path in SECRET_HEADER_RECORDS:
+        *parents, leaf = path.split(".")
+        record = _walk(view, parents).get(leaf)
+        if record:
+            for name in record:
+                if _SECRET_HEADER.search(name):
+                    record[name] = MASK
+    return view
+
+
+def _walk(view: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    for part in parts:
+        view = view.get(part) or {}
+    return view
+
+
+def _mask(view: dict[str, Any], parts: list[str]) -> None:
+    *parents, leaf = parts
+    holder = _walk(view, parents)
+    value = holder.get(leaf)
+    if value is None:
+        return
+    if isinstance(value, list):  # a cookie array keeps its names
+        holder[leaf] = [{**item, "value": MASK} for item in value]
+    else:
+        holder[leaf] = MASK

@@ -1,0 +1,70 @@
+"""Owner endpoints: register, read, delete."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from ulid import ULID
+
+from tasks_server.api.auth import authenticate, key_digest, new_key
+from tasks_server.api.errors import ApiError
+from tasks_server.api.http import json_response, read_json
+from tasks_server.api.schemas import Done, OwnerCreated, OwnerName, OwnerRegistration, OwnerView
+from tasks_server.api.services import services
+from tasks_server.api.validation import convert
+from tasks_server.model.timing import now_ms
+from tasks_server.store.base import Conflict, NotFound, OwnerRow
+
+
+async def register_owner(request: Request) -> Response:
+    ctx = services(request)
+    body = convert(await read_json(request, ctx.settings.max_size_body_request), OwnerRegistration)
+    key = new_key()
+    owner = OwnerRow(
+        id=str(ULID()),
+        name=body.name,
+        key_digest=key_digest(key),
+        created_at=now_ms(),
+        tasks_in_queue=0,
+    )
+    try:
+        await ctx.store.create_owner(owner)
+    except Conflict:
+        raise ApiError(409, "Owner has already registered") from None
+    return json_response(request, OwnerCreated(id=owner.id, key=key), 201)
+
+
+async def get_owner(request: Request) -> Response:
+    ctx = services(request)
+    owner = await authenticate(request, ctx.store)
+    name = _owner_name(request)
+    if name != owner.name:
+        raise ApiError(404, "Owner not found")
+    view = OwnerView(
+        id=owner.id,
+        name=owner.name,
+        created_at=owner.created_at,
+        tasks_in_queue=owner.tasks_in_queue,
+        tasks_in_queue_limit=ctx.settings.max_tasks_in_queue,
+    )
+    return json_response(request, view)
+
+
+async def delete_owner(request: Request) -> Response:
+    ctx = services(request)
+    owner = await authenticate(request, ctx.store)
+    name = _owner_name(request)
+    try:
+        await ctx.store.delete_owner(owner.id, name)
+    except NotFound:
+        raise ApiError(404, "Owner not found") from None
+    except Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    return json_response(request, Done())
+
+
+def _owner_name(request: Request) -> str:
+    return convert({"name": request.path_params["name"]}, OwnerRegistration).name
+
+
+__all__ = ["OwnerName", "delete_owner", "get_owner", "register_owner"]

@@ -1,0 +1,25 @@
+"""What a handler may use: settings, the store, the codec and the scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from tasks_server.codec import TaskCodec
+from tasks_server.config import Settings
+from tasks_server.scheduler import Scheduler
+from tasks_server.store.base import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: Store
+    codec: TaskCodec
+    scheduler: Scheduler
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found

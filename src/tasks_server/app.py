@@ -1,0 +1,74 @@
+"""The Starlette application: routes, error handlers and lifespan, wired in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from tasks_server.api import owners, queues
+from tasks_server.api.errors import EXCEPTION_HANDLERS
+from tasks_server.api.services import Services
+from tasks_server.codec import TaskCodec
+from tasks_server.config import Settings
+from tasks_server.crypto import Cipher, load_or_create_secret
+from tasks_server.scheduler import Scheduler
+from tasks_server.store.sqlite import SqliteStore
+
+log = logging.getLogger("tasks_server")
+
+
+async def status(request: Request) -> Response:
+    return PlainTextResponse("OK")
+
+
+ROUTES = [
+    Route("/status", status, methods=["GET"]),
+    Route("/v1/owners/register", owners.register_owner, methods=["POST"]),
+    Route("/v1/owners/{name}", owners.get_owner, methods=["GET"]),
+    Route("/v1/owners/{name}", owners.delete_owner, methods=["DELETE"]),
+    Route("/v1/queues/register", queues.register_task, methods=["POST"]),
+    Route("/v1/queues", queues.list_tasks, methods=["GET"]),
+    Route("/v1/queues/{task_id}", queues.get_task, methods=["GET"]),
+    Route("/v1/queues/{task_id}", queues.edit_task, methods=["PATCH"]),
+    Route("/v1/queues/{task_id}", queues.delete_task, methods=["DELETE"]),
+    Route("/v1/queues/{task_id}/config", queues.get_task_config, methods=["GET"]),
+    Route("/v1/queues/{task_id}/pause", queues.pause_task, methods=["PATCH"]),
+    Route("/v1/queues/{task_id}/resume", queues.resume_task, methods=["PATCH"]),
+    Route("/v1/queues/{task_id}/revoke", queues.revoke_task, methods=["PATCH"]),
+    Route("/v1/queues/{task_id}/execute", queues.execute_task, methods=["POST"]),
+]
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app; its lifespan opens the database and runs the scheduler."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = SqliteStore(settings.path_sqlite)
+        await store.open()
+        codec = TaskCodec(Cipher(load_or_create_secret(settings.cipher_key, settings.data_dir)))
+        scheduler = Scheduler(
+            store,
+            codec,
+            max_in_flight=settings.max_in_flight,
+            max_response_bytes=settings.max_size_data_response,
+            stale_after_ms=settings.instance_stale_ms,
+            shutdown_grace_ms=settings.shutdown_grace_ms,
+        )
+        await scheduler.start()
+        app.state.services = Services(settings, store, codec, scheduler)
+        log.info("Started instance %s on %s", scheduler.instance_id, settings.path_sqlite)
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            await store.close()
+            log.info("Stopped instance %s", scheduler.instance_id)
+
+    return Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

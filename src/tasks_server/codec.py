@@ -1,0 +1,47 @@
+"""Sealed forms of what a task stores: its canonical payload, metadata and last response."""
+
+from __future__ import annotations
+
+import msgspec
+
+from tasks_server.api.schemas import TaskSpec
+from tasks_server.crypto import Cipher
+
+_spec_encoder = msgspec.msgpack.Encoder()
+_spec_decoder = msgspec.msgpack.Decoder(TaskSpec)
+_metadata_decoder = msgspec.msgpack.Decoder(dict[str, str])
+
+
+class TaskCodec:
+    """Encrypts each stored value bound to its task id and column."""
+
+    def __init__(self, cipher: Cipher) -> None:
+        self._cipher = cipher
+
+    def seal_spec(self, task_id: str, spec: TaskSpec) -> bytes:
+        # metadata is kept in its own column: it is read by every list, the request is not
+        body = msgspec.structs.replace(spec, metadata=None)
+        return self._cipher.seal(_spec_encoder.encode(body), task_id)
+
+    def open_spec(self, task_id: str, sealed: bytes) -> TaskSpec:
+        return _spec_decoder.decode(self._cipher.open(sealed, task_id))
+
+    def seal_metadata(self, task_id: str, metadata: dict[str, str] | None) -> bytes | None:
+        if metadata is None:
+            return None
+        return self._cipher.seal(_spec_encoder.encode(metadata), f"{task_id}:metadata")
+
+    def open_metadata(self, task_id: str, sealed: bytes | None) -> dict[str, str] | None:
+        if sealed is None:
+            return None
+        return _metadata_decoder.decode(self._cipher.open(sealed, f"{task_id}:metadata"))
+
+    def seal_response(self, task_id: str, body: bytes | None) -> bytes | None:
+        if body is None:
+            return None
+        return self._cipher.seal(body, f"{task_id}:response")
+
+    def open_response(self, task_id: str, sealed: bytes | None) -> bytes | None:
+        if sealed is None:
+            return None
+        return self._cipher.open(sealed, f"{task_id}:response")

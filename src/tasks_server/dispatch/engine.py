@@ -1,0 +1,186 @@
+"""One libcurl multi handle driven by the asyncio loop (socket and timer callbacks).
+
+No thread and no subprocess: libcurl tells the loop which sockets to watch
+and when to call back; the loop tells libcurl what became ready. Easy handles
+are pooled so connections, DNS and TLS sessions are reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pycurl
+
+from tasks_server.dispatch.outcome import TIMEOUT_STATUS, AttemptResult
+
+MAX_IDLE_HANDLES = 256
+
+
+class _Transfer:
+    """One attempt on the wire: its handle, its collected body, its caller's future."""
+
+    __slots__ = ("body", "future", "handle", "keep_body", "limit", "size", "started", "truncated")
+
+    def __init__(
+        self,
+        handle: pycurl.Curl,
+        future: asyncio.Future[AttemptResult],
+        limit: int,
+        keep_body: bool,
+    ) -> None:
+        self.handle = handle
+        self.future = future
+        self.limit = limit
+        self.keep_body = keep_body
+        self.body: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+        self.started = time.perf_counter()
+
+    def write(self, chunk: bytes) -> int | None:
+        if not self.keep_body:
+            return None
+        room = self.limit - self.size
+        if len(chunk) > room:
+            # keep what fits and stop reading: the status still decides the outcome
+            self.body.append(chunk[:room])
+            self.size = self.limit
+            self.truncated = True
+            return 0
+        self.body.append(chunk)
+        self.size += len(chunk)
+        return None
+
+    def result(self, errno: int, message: str) -> AttemptResult:
+        status = int(self.handle.getinfo(pycurl.RESPONSE_CODE))
+        elapsed = (time.perf_counter() - self.started) * 1000
+        body = b"".join(self.body) if self.keep_body and (self.body or status) else None
+        if errno == 0 or (errno == pycurl.E_WRITE_ERROR and self.truncated):
+            return AttemptResult(status, body, self.truncated, None, elapsed)
+        error = f"{message} (curl error {errno})" if message else f"curl error {errno}"
+        if errno == pycurl.E_OPERATION_TIMEDOUT:
+            return AttemptResult(TIMEOUT_STATUS, None, False, error, elapsed)
+        return AttemptResult(0, None, False, error, elapsed)
+
+
+class CurlEngine:
+    """Runs many transfers at once on the running event loop."""
+
+    def __init__(self, max_response_bytes: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._limit = max_response_bytes
+        self._multi = pycurl.CurlMulti()
+        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        self._timer: asyncio.TimerHandle | None = None
+        self._transfers: dict[pycurl.Curl, _Transfer] = {}
+        self._idle: list[pycurl.Curl] = []
+
+    @property
+    def active(self) -> int:
+        return len(self._transfers)
+
+    def perform(
+        self, options: Iterable[tuple[int, Any]], *, keep_body: bool = True
+    ) -> asyncio.Future[AttemptResult]:
+        """Start a transfer with these libcurl options; the future gives its result.
+
+        Cancelling the future aborts the transfer.
+        """
+        handle = self._idle.pop() if self._idle else pycurl.Curl()
+        future: asyncio.Future[AttemptResult] = self._loop.create_future()
+        transfer = _Transfer(handle, future, self._limit, keep_body)
+        try:
+            handle.setopt(pycurl.NOSIGNAL, 1)
+            for option, value in options:
+                handle.setopt(option, value)
+            handle.setopt(pycurl.WRITEFUNCTION, transfer.write)
+        except pycurl.error as exc:
+            self._recycle(handle)
+            future.set_result(AttemptResult(0, error=f"invalid request option: {exc.args[-1]}"))
+            return future
+        self._transfers[handle] = transfer
+        future.add_done_callback(self._on_future_done)
+        self._multi.add_handle(handle)
+        return future
+
+    def close(self) -> None:
+        for transfer in list(self._transfers.values()):
+            transfer.future.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        for handle in self._idle:
+            handle.close()
+        self._idle.clear()
+        self._multi.close()
+
+    # ---- libcurl -> loop ----
+
+    def _on_socket(self, what: int, fd: int, multi: Any, socketp: Any) -> None:
+        if what == pycurl.POLL_REMOVE or not what & pycurl.POLL_IN:
+            self._loop.remove_reader(fd)
+        if what == pycurl.POLL_REMOVE or not what & pycurl.POLL_OUT:
+            self._loop.remove_writer(fd)
+        if what != pycurl.POLL_REMOVE:
+            if what & pycurl.POLL_IN:
+                self._loop.add_reader(fd, self._socket_action, fd, pycurl.CSELECT_IN)
+            if what & pycurl.POLL_OUT:
+                self._loop.add_writer(fd, self._socket_action, fd, pycurl.CSELECT_OUT)
+
+    def _on_timer(self, timeout_ms: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if timeout_ms >= 0:
+            self._timer = self._loop.call_later(
+                timeout_ms / 1000, self._socket_action, pycurl.SOCKET_TIMEOUT, 0
+            )
+
+    # ---- loop -> libcurl ----
+
+    def _socket_action(self, fd: int, events: int) -> None:
+        while True:
+            code, _running = self._multi.socket_action(fd, events)
+            if code != pycurl.E_CALL_MULTI_PERFORM:
+                break
+        self._collect_finished()
+
+    def _collect_finished(self) -> None:
+        while True:
+            queued, done, failed = self._multi.info_read()
+            for handle in done:
+                self._finish(handle, 0, "")
+            for handle, errno, message in failed:
+                self._finish(handle, errno, message)
+            if not queued:
+                return
+
+    def _finish(self, handle: pycurl.Curl, errno: int, message: str) -> None:
+        transfer = self._transfers.pop(handle, None)
+        if transfer is None:
+            return
+        result = transfer.result(errno, message)
+        self._multi.remove_handle(handle)
+        self._recycle(handle)
+        if not transfer.future.done():
+            transfer.future.set_result(result)
+
+    def _on_future_done(self, future: asyncio.Future[AttemptResult]) -> None:
+        if not future.cancelled():
+            return
+        for handle, transfer in self._transfers.items():
+            if transfer.future is future:
+                del self._transfers[handle]
+                self._multi.remove_handle(handle)
+                self._recycle(handle)
+                return
+
+    def _recycle(self, handle: pycurl.Curl) -> None:
+        if len(self._idle) >= MAX_IDLE_HANDLES:
+            handle.close()
+            return
+        handle.reset()
+        self._idle.append(handle)

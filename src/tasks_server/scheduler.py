@@ -1,0 +1,295 @@
+"""When tasks run: claim due tasks -> dispatch -> record outcomes -> sleep until next due.
+
+The database is the source of truth. Each RUNNING task row has `due_at`;
+claiming sets a lease (token + `due_at` moved to the lease expiry) in one
+atomic statement, so a task is never dispatched twice at once. Memory holds
+only the tasks in flight, never the pending ones. Instances heartbeat; the
+leases of an instance that stopped heart-beating (or whose process is gone)
+are released so its in-flight tasks run again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from contextlib import suppress
+
+import msgspec
+from ulid import ULID
+
+from tasks_server.api.schemas import TaskSpec, ms
+from tasks_server.codec import TaskCodec
+from tasks_server.crypto import DecryptionError
+from tasks_server.dispatch.engine import CurlEngine
+from tasks_server.dispatch.options import Attempt, curl_options
+from tasks_server.dispatch.outcome import AttemptResult
+from tasks_server.model.lifecycle import State
+from tasks_server.model.retry import RetryPolicy
+from tasks_server.model.timing import now_ms
+from tasks_server.store.base import AttemptRecord, ClaimedTask, Store
+
+log = logging.getLogger("tasks_server")
+
+CLAIM_BATCH = 512
+IDLE_POLL_S = 1.0  # other processes may add tasks; look again at least this often
+HEARTBEAT_S = 1.0
+
+
+def retry_policy(spec: TaskSpec) -> RetryPolicy:
+    """The retry policy a canonical task spec implies."""
+    config = spec.config
+    return RetryPolicy(
+        limit=config.retry,
+        interval_ms=config.retry_interval,
+        exponential=config.retry_exponential,
+        retry_at=ms(config.retry_at),
+        stop_on_status=frozenset(config.ignore_status_code),
+    )
+
+
+def plan_outcome(
+    claimed: ClaimedTask, policy: RetryPolicy, result: AttemptResult, now: int
+) -> AttemptRecord:
+    """What to write after an attempt: SUCCESS, a retry, or the final ERROR."""
+    state, retry_count, retry_at = State.ERROR, claimed.retry_count, None
+    if result.succeeded:
+        state = State.SUCCESS
+    elif not policy.stops_on(result.status_code):
+        retry_at = policy.next_retry_at(claimed.retry_count + 1, now)
+        if retry_at is not None:
+            state, retry_count = State.RUNNING, claimed.retry_count + 1
+    return AttemptRecord(
+        id=claimed.id,
+        lease_token=claimed.lease_token,
+        state=state,
+        status_code=result.status_code,
+        response=result.body,
+        error=result.error,
+        retry_count=retry_count,
+        estimate_next_retry_at=retry_at or 0,
+        estimate_end_at=0 if retry_at is not None else now,
+        due_at=retry_at,
+    )
+
+
+class Scheduler:
+    """Claims, dispatches and records; one per process, on the server's loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        codec: TaskCodec,
+        *,
+        max_in_flight: int,
+        max_response_bytes: int,
+        stale_after_ms: int,
+        shutdown_grace_ms: int,
+    ) -> None:
+        self.instance_id = str(ULID())
+        self._store = store
+        self._codec = codec
+        self._max_in_flight = max_in_flight
+        self._max_response_bytes = max_response_bytes
+        self._stale_after_ms = stale_after_ms
+        self._grace_s = shutdown_grace_ms / 1000
+        self._host = socket.gethostname()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: dict[str, asyncio.Future[AttemptResult]] = {}
+        self._records: list[AttemptRecord] = []
+        self._records_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._engine: CurlEngine | None = None
+
+    # ---- control from the API ----
+
+    def wake(self) -> None:
+        """A task was added or changed: look at due times again now."""
+        self._wake.set()
+
+    def abort(self, task_id: str) -> bool:
+        """Abort this task's request if it is in flight here; its result is then dropped."""
+        future = self._in_flight.get(task_id)
+        if future is None:
+            return False
+        future.cancel()
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # ---- lifetime ----
+
+    async def start(self) -> None:
+        now = now_ms()
+        self._engine = CurlEngine(self._max_response_bytes)
+        await self._store.register_instance(self.instance_id, self._host, os.getpid(), now)
+        await self._release_dead_leases()
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="scheduler-claim"),
+            asyncio.create_task(self._record_loop(), name="scheduler-record"),
+            asyncio.create_task(self._heartbeat_loop(), name="scheduler-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight requests finish within the grace, release the rest."""
+        self._stopping = True
+        self._wake.set()
+        claim, record, heartbeat = self._tasks
+        heartbeat.cancel()
+        await _quietly(claim)
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=self._grace_s)
+        for future in list(self._in_flight.values()):
+            future.cancel()
+        await asyncio.sleep(0)  # let cancelled attempts run their done callbacks
+        self._records_ready.set()
+        await _quietly(record)
+        await _quietly(heartbeat)
+        await self._flush_records()
+        released = await self._store.release_leases(self.instance_id, now_ms())
+        if released:
+            log.info("Released %d unfinished attempts for the next start", released)
+        if self._engine is not None:
+            self._engine.close()
+
+    # ---- the loops ----
+
+    async def _claim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            self._wake.clear()
+            free = self._max_in_flight - len(self._in_flight)
+            if free > 0:
+                limit = min(free, CLAIM_BATCH)
+                claimed = await self._claim(limit)
+                if len(claimed) == limit:
+                    continue  # more may be due right now
+            delay = IDLE_POLL_S
+            if free > 0:
+                next_due = await self._store.next_due_at()
+                if next_due is not None:
+                    delay = min(delay, max(0.0, (next_due - now_ms()) / 1000))
+            if self._wake.is_set() or self._stopping:
+                continue
+            timer = loop.call_later(delay, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
+
+    async def _claim(self, limit: int) -> list[ClaimedTask]:
+        now = now_ms()
+        token = secrets.randbits(62)
+        claimed = await self._store.claim_due_tasks(now, limit, self.instance_id, token)
+        for task in claimed:
+            self._dispatch(task, now)
+        return claimed
+
+    def _dispatch(self, claimed: ClaimedTask, now: int) -> None:
+        assert self._engine is not None
+        try:
+            spec = self._codec.open_spec(claimed.id, claimed.payload)
+        except (DecryptionError, msgspec.DecodeError) as exc:
+            # keep the task: its lease expires and it is tried again, e.g. with the right key
+            log.error("Task %s cannot be read (%s); it stays queued", claimed.id, exc)
+            return
+        config = spec.config
+        first = claimed.retry_count == 0
+        budget = config.timeout
+        timeout_at = ms(config.timeout_at)
+        if first and timeout_at is not None:
+            budget = timeout_at - now
+        attempt = Attempt(
+            task_id=claimed.id,
+            retry_count=claimed.retry_count,
+            retry_limit=claimed.retry_limit,
+            estimate_next_retry_at=claimed.estimate_next_retry_at,
+            timeout_ms=budget,
+        )
+        future = self._engine.perform(
+            curl_options(spec, attempt), keep_body=config.trace_response_data
+        )
+        self._in_flight[claimed.id] = future
+        future.add_done_callback(lambda done: self._on_attempt_done(claimed, spec, done))
+
+    def _on_attempt_done(
+        self, claimed: ClaimedTask, spec: TaskSpec, future: asyncio.Future[AttemptResult]
+    ) -> None:
+        if self._in_flight.get(claimed.id) is future:
+            del self._in_flight[claimed.id]
+        self._wake.set()  # a slot is free
+        if future.cancelled():
+            return  # aborted by pause, revoke, delete or shutdown: nothing to record
+        result = future.result()
+        record = plan_outcome(claimed, retry_policy(spec), result, now_ms())
+        record = msgspec.structs.replace(
+            record, response=self._codec.seal_response(claimed.id, record.response)
+        )
+        _log_outcome(record, result)
+        self._records.append(record)
+        self._records_ready.set()
+
+    async def _record_loop(self) -> None:
+        while not self._stopping:
+            await self._records_ready.wait()
+            self._records_ready.clear()
+            await self._flush_records()
+
+    async def _flush_records(self) -> None:
+        while self._records:
+            batch, self._records = self._records, []
+            try:
+                await self._store.record_attempts(batch)
+            except Exception as exc:
+                # the leases expire and the tasks run again: at-least-once
+                log.error("Could not record %d outcomes: %s", len(batch), exc)
+                await asyncio.sleep(0.5)
+                continue
+            if any(record.due_at is not None for record in batch):
+                self._wake.set()  # retries have due times now
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._store.heartbeat(self.instance_id, now_ms())
+                await self._release_dead_leases()
+            except Exception as exc:
+                log.error("Heartbeat failed: %s", exc)
+
+    async def _release_dead_leases(self) -> None:
+        now = now_ms()
+        released = await self._store.release_dead_leases(
+            self.instance_id, now, now - self._stale_after_ms, self._host
+        )
+        if released:
+            log.info("Re-queued %d attempts left in flight by a stopped instance", released)
+            self._wake.set()
+
+
+def _log_outcome(record: AttemptRecord, result: AttemptResult) -> None:
+    if record.state == State.RUNNING:
+        log.info(
+            "Task %s attempt failed (status %d%s); retry %d at %d",
+            record.id,
+            result.status_code,
+            f", {result.error}" if result.error else "",
+            record.retry_count,
+            record.estimate_next_retry_at,
+        )
+    else:
+        log.info(
+            "Task %s %s (status %d%s)",
+            record.id,
+            record.state,
+            result.status_code,
+            f", {result.error}" if result.error else "",
+        )
+
+
+async def _quietly(task: asyncio.Task[None]) -> None:
+    with suppress(asyncio.CancelledError):
+        await task

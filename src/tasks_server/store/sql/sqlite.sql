@@ -1,0 +1,80 @@
+-- Every statement the SQLite store runs, by name. {task_columns} expands to
+-- the columns of store.base.TaskRow, in its order.
+
+-- name: insert_owner
+INSERT INTO owner (id, name, key_digest, created_at, tasks_in_queue)
+VALUES (:id, :name, :key_digest, :created_at, 0);
+
+-- name: get_owner
+SELECT id, name, key_digest, created_at, tasks_in_queue FROM owner WHERE id = :id;
+
+-- name: get_owner_named
+SELECT id, name, key_digest, created_at, tasks_in_queue FROM owner
+WHERE id = :id AND name = :name;
+
+-- name: delete_owner
+DELETE FROM owner WHERE id = :id;
+
+-- name: take_queue_slot
+UPDATE owner SET tasks_in_queue = tasks_in_queue + 1
+WHERE id = :owner_id AND tasks_in_queue < :limit;
+
+-- name: insert_task
+INSERT INTO task ({task_columns}) VALUES ({task_values});
+
+-- name: get_task
+SELECT {task_columns} FROM task WHERE id = :id AND owner_id = :owner_id;
+
+-- name: list_tasks
+SELECT {task_columns} FROM task WHERE owner_id = :owner_id
+ORDER BY {order_by} LIMIT :limit OFFSET :offset;
+
+-- name: list_tasks_in_state
+SELECT {task_columns} FROM task WHERE owner_id = :owner_id AND state = :state
+ORDER BY {order_by} LIMIT :limit OFFSET :offset;
+
+-- name: delete_task
+DELETE FROM task WHERE id = :id AND owner_id = :owner_id;
+
+-- name: update_task
+UPDATE task SET {assignments} WHERE id = :id;
+
+-- name: register_instance
+INSERT INTO instance (id, host, pid, started_at, heartbeat_at)
+VALUES (:id, :host, :pid, :now, :now);
+
+-- name: heartbeat
+UPDATE instance SET heartbeat_at = :now WHERE id = :id;
+
+-- name: list_instances
+SELECT id, host, pid, heartbeat_at FROM instance;
+
+-- name: delete_instance
+DELETE FROM instance WHERE id = :id;
+
+-- name: release_orphan_leases
+UPDATE task SET due_at = :now, lease_owner = NULL, lease_token = NULL
+WHERE lease_owner IS NOT NULL AND lease_owner NOT IN (SELECT id FROM instance);
+
+-- name: release_instance_leases
+UPDATE task SET due_at = :now, lease_owner = NULL, lease_token = NULL
+WHERE lease_owner = :id;
+
+-- name: claim_due_tasks
+UPDATE task
+SET due_at = :now + lease_ms, lease_owner = :instance_id, lease_token = :token,
+    attempts = attempts + 1
+WHERE id IN (SELECT id FROM task WHERE due_at <= :now ORDER BY due_at LIMIT :limit)
+RETURNING id, payload, retry_count, retry_limit, attempts, estimate_execution_at,
+    estimate_next_retry_at, lease_token;
+
+-- name: next_due_at
+SELECT MIN(due_at) FROM task WHERE due_at IS NOT NULL;
+
+-- name: record_attempt
+UPDATE task
+SET state = :state, status_code = :status_code, response = :response, error = :error,
+    retry_count = :retry_count, estimate_next_retry_at = :estimate_next_retry_at,
+    estimate_end_at = :estimate_end_at, due_at = :due_at,
+    lease_owner = NULL, lease_token = NULL
+WHERE id = :id AND lease_token = :lease_token;

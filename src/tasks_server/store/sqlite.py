@@ -1,0 +1,355 @@
+"""The embedded store: one SQLite file, WAL, synchronous=FULL, group commit.
+
+All writes go through one writer thread. It takes every job waiting in its
+queue, runs each inside its own SAVEPOINT of one transaction, commits once
+(one fsync for the whole group) and only then answers each caller. Reads run
+on a second connection in a reader thread, so a long list never delays a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from tasks_server.store import queries
+from tasks_server.store.base import (
+    AttemptRecord,
+    ClaimedTask,
+    Conflict,
+    LimitReached,
+    ListParams,
+    NotFound,
+    OwnerRow,
+    StoreUnavailable,
+    TaskChange,
+    TaskRow,
+)
+from tasks_server.store.migrations import apply_migrations
+
+T = TypeVar("T")
+Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
+
+MAX_GROUP = 512
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA temp_store = MEMORY",
+)
+TASK_FIELDS = msgspec.structs.fields(TaskRow)
+_CHANGE_FIELDS = tuple(f.name for f in msgspec.structs.fields(TaskChange) if f.name != "drop_lease")
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+class _Worker:
+    """A thread owning one connection, running jobs handed to it from the loop."""
+
+    def __init__(self, name: str, conn: sqlite3.Connection, group_commit: bool) -> None:
+        self._conn = conn
+        self._group_commit = group_commit
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            if self._group_commit:
+                while len(batch) < MAX_GROUP:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._jobs.put(None)  # stop after this group
+                        break
+                    batch.append(more)
+                results = self._run_group(batch)
+            else:
+                results = [self._run_one(batch[0])]
+            self._loop.call_soon_threadsafe(_settle, results)
+
+    def _run_one(self, job: Job) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
+        fn, future = job
+        try:
+            return future, fn(self._conn), None
+        except BaseException as exc:
+            return future, None, _translate(exc)
+
+    def _run_group(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [(future, None, _translate(exc)) for _, future in batch]
+        results: list[tuple[asyncio.Future[Any], Any, Any]] = []
+        for fn, future in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                value = fn(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                results.append((future, None, _translate(exc)))
+            else:
+                conn.execute("RELEASE job")
+                results.append((future, value, None))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = _translate(exc)
+            return [(future, None, failure) for future, _, _ in results]
+        return results
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailable(str(exc))
+    return exc
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class SqliteStore:
+    """Store on one SQLite file (see module docstring for the threading)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._q = queries.load(
+            "sqlite",
+            {
+                "task_columns": ", ".join(f.name for f in TASK_FIELDS),
+                "task_values": ", ".join("?" for _ in TASK_FIELDS),
+            },
+        )
+        self._writer: _Worker | None = None
+        self._reader: _Worker | None = None
+
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(self.path)
+        apply_migrations(writer, "sqlite")
+        self._writer = _Worker("sqlite-writer", writer, group_commit=True)
+        self._reader = _Worker("sqlite-reader", _connect(self.path), group_commit=False)
+
+    async def close(self) -> None:
+        for worker in (self._writer, self._reader):
+            if worker is not None:
+                worker.stop()
+        self._writer = self._reader = None
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        assert self._writer is not None, "store is not open"
+        return self._writer.submit(fn)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        assert self._reader is not None, "store is not open"
+        return self._reader.submit(fn)
+
+    # ---- owners ----
+
+    async def create_owner(self, owner: OwnerRow) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(self._q["insert_owner"], msgspec.structs.asdict(owner))
+            except sqlite3.IntegrityError:
+                raise Conflict("Owner has already registered") from None
+
+        await self._write(insert)
+
+    async def get_owner(self, owner_id: str) -> OwnerRow | None:
+        def select(conn: sqlite3.Connection) -> OwnerRow | None:
+            row = conn.execute(self._q["get_owner"], {"id": owner_id}).fetchone()
+            return OwnerRow(*row) if row else None
+
+        return await self._read(select)
+
+    async def delete_owner(self, owner_id: str, name: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                self._q["get_owner_named"], {"id": owner_id, "name": name}
+            ).fetchone()
+            if row is None:
+                raise NotFound(name)
+            if OwnerRow(*row).tasks_in_queue > 0:
+                raise Conflict("Owner still has RUNNING or PAUSED tasks")
+            conn.execute(self._q["delete_owner"], {"id": owner_id})
+
+        await self._write(delete)
+
+    # ---- tasks ----
+
+    async def insert_task(self, task: TaskRow, limit: int) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            slot = conn.execute(
+                self._q["take_queue_slot"], {"owner_id": task.owner_id, "limit": limit}
+            )
+            if slot.rowcount == 0:
+                raise LimitReached(limit)
+            conn.execute(self._q["insert_task"], msgspec.structs.astuple(task))
+
+        await self._write(insert)
+
+    async def get_task(self, owner_id: str, task_id: str) -> TaskRow | None:
+        return await self._read(lambda conn: self._select_task(conn, owner_id, task_id))
+
+    def _select_task(self, conn: sqlite3.Connection, owner_id: str, task_id: str) -> TaskRow | None:
+        row = conn.execute(self._q["get_task"], {"id": task_id, "owner_id": owner_id}).fetchone()
+        return TaskRow(*row) if row else None
+
+    async def list_tasks(self, params: ListParams) -> list[TaskRow]:
+        direction = "DESC" if params.descending else "ASC"
+        order_by = f"{params.order} {direction}, id {direction}"
+        name = "list_tasks_in_state" if params.state else "list_tasks"
+        statement = self._q[name].replace("{order_by}", order_by)
+        values = msgspec.structs.asdict(params)
+
+        def select(conn: sqlite3.Connection) -> list[TaskRow]:
+            return [TaskRow(*row) for row in conn.execute(statement, values)]
+
+        return await self._read(select)
+
+    async def change_task(
+        self, owner_id: str, task_id: str, decide: Callable[[TaskRow], TaskChange]
+    ) -> TaskRow:
+        def change(conn: sqlite3.Connection) -> TaskRow:
+            row = self._select_task(conn, owner_id, task_id)
+            if row is None:
+                raise NotFound(task_id)
+            update = decide(row)
+            values: dict[str, Any] = {
+                name: getattr(update, name)
+                for name in _CHANGE_FIELDS
+                if getattr(update, name) is not msgspec.UNSET
+            }
+            assignments = [f"{name} = :{name}" for name in values]
+            if update.drop_lease:
+                assignments += ["lease_owner = NULL", "lease_token = NULL"]
+            if assignments:
+                statement = self._q["update_task"].replace("{assignments}", ", ".join(assignments))
+                conn.execute(statement, {**values, "id": task_id})
+            after = self._select_task(conn, owner_id, task_id)
+            assert after is not None
+            return after
+
+        return await self._write(change)
+
+    async def delete_task(self, owner_id: str, task_id: str) -> TaskRow:
+        def delete(conn: sqlite3.Connection) -> TaskRow:
+            row = self._select_task(conn, owner_id, task_id)
+            if row is None:
+                raise NotFound(task_id)
+            conn.execute(self._q["delete_task"], {"id": task_id, "owner_id": owner_id})
+            return row
+
+        return await self._write(delete)
+
+    # ---- scheduling ----
+
+    async def register_instance(self, instance_id: str, host: str, pid: int, now: int) -> None:
+        values = {"id": instance_id, "host": host, "pid": pid, "now": now}
+        await self._write(lambda conn: conn.execute(self._q["register_instance"], values))
+
+    async def heartbeat(self, instance_id: str, now: int) -> None:
+        await self._write(
+            lambda conn: conn.execute(self._q["heartbeat"], {"id": instance_id, "now": now})
+        )
+
+    async def release_dead_leases(
+        self, instance_id: str, now: int, stale_before: int, host: str
+    ) -> int:
+        def release(conn: sqlite3.Connection) -> int:
+            for other, their_host, pid, heartbeat_at in conn.execute(self._q["list_instances"]):
+                if other == instance_id:
+                    continue
+                if heartbeat_at < stale_before or (their_host == host and not _pid_alive(pid)):
+                    conn.execute(self._q["delete_instance"], {"id": other})
+            return conn.execute(self._q["release_orphan_leases"], {"now": now}).rowcount
+
+        return await self._write(release)
+
+    async def release_leases(self, instance_id: str, now: int) -> int:
+        def release(conn: sqlite3.Connection) -> int:
+            count = conn.execute(
+                self._q["release_instance_leases"], {"id": instance_id, "now": now}
+            ).rowcount
+            conn.execute(self._q["delete_instance"], {"id": instance_id})
+            return count
+
+        return await self._write(release)
+
+    async def claim_due_tasks(
+        self, now: int, limit: int, instance_id: str, token: int
+    ) -> list[ClaimedTask]:
+        values = {"now": now, "limit": limit, "instance_id": instance_id, "token": token}
+
+        def claim(conn: sqlite3.Connection) -> list[ClaimedTask]:
+            return [ClaimedTask(*row) for row in conn.execute(self._q["claim_due_tasks"], values)]
+
+        return await self._write(claim)
+
+    async def next_due_at(self) -> int | None:
+        def select(conn: sqlite3.Connection) -> int | None:
+            value: int | None = conn.execute(self._q["next_due_at"]).fetchone()[0]
+            return value
+
+        return await self._read(select)
+
+    async def record_attempts(self, records: list[AttemptRecord]) -> int:
+        rows = [msgspec.structs.asdict(record) for record in records]
+
+        def record(conn: sqlite3.Connection) -> int:
+            return conn.executemany(self._q["record_attempt"], rows).rowcount
+
+        return await self._write(record)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # that pid is us now: the instance that held it is gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
