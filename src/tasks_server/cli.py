@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 
 import click
 import uvicorn
@@ -28,6 +30,18 @@ def load_settings(env_file: str | None, **overrides: object) -> Settings:
         env = {**read_env_file(env_file), **env}  # the real environment wins over the file
     given = {key: value for key, value in overrides.items() if value is not None}
     return Settings.from_env(env, **given)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM/SIGINT when uvicorn is not handling them: exit with status 0.
+
+    uvicorn takes both signals while it serves, shuts down gracefully, then
+    restores these handlers and raises the signal again (so that a default
+    handler would end the process *by* the signal, status -15 or a
+    KeyboardInterrupt). By then the stop is complete, which is a success.
+    A signal arriving before uvicorn starts serving lands here too.
+    """
+    raise SystemExit(0)
 
 
 @click.group()
@@ -54,6 +68,8 @@ def serve(host: str | None, port: int | None, env_file: str | None) -> None:
     logging.getLogger("tasks_server").info(
         "Tasks Server listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
     )
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

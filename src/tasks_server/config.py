@@ -67,6 +67,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -85,7 +92,7 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("MAX_SIZE_DATA_RESPONSE", "max_size_data_response", _positive_int),
     ("MAX_TASKS_IN_QUEUE", "max_tasks_in_queue", _positive_int),
     ("MAX_IN_FLIGHT", "max_in_flight", _positive_int),
-    ("SHUTDOWN_GRACE_MS", "shutdown_grace_ms", int),
+    ("SHUTDOWN_GRACE_MS", "shutdown_grace_ms", _non_negative_int),
     ("INSTANCE_STALE_MS", "instance_stale_ms", _positive_int),
 )
 

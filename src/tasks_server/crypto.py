@@ -55,19 +55,44 @@ def load_or_create_secret(configured: str, data_dir: Path) -> str:
         return configured
     path = data_dir / KEY_FILE_NAME
     if path.exists():
-        return path.read_text().strip()
+        return _read_secret(path)
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(32)
-    # O_EXCL: two processes starting together must not overwrite each other's key
+    # Written whole to a private temp file, then published with link(), which
+    # fails if the key exists: two processes starting together agree on one
+    # key, and neither can ever read a half-written (empty) file.
+    temp = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return _read_secret(path)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(data_dir)
     log.warning(
         "CIPHER_KEY is not set: generated a random key in %s (mode 0600). "
         "Keep this file with the database; tasks cannot be read without it.",
         path,
     )
     return secret
+
+
+def _read_secret(path: Path) -> str:
+    secret = path.read_text().strip()
+    if not secret:
+        raise ValueError(f"{path} is empty: set CIPHER_KEY or restore the key file")
+    return secret
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -36,6 +36,7 @@ log = logging.getLogger("tasks_server")
 CLAIM_BATCH = 512
 IDLE_POLL_S = 1.0  # other processes may add tasks; look again at least this often
 HEARTBEAT_S = 1.0
+CLAIM_RETRY_S = 0.5  # after a failed claim (database busy or read-only)
 
 
 def retry_policy(spec: TaskSpec) -> RetryPolicy:
@@ -163,29 +164,43 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
-            free = self._max_in_flight - len(self._in_flight)
-            if free > 0:
-                limit = min(free, CLAIM_BATCH)
-                claimed = await self._claim(limit)
-                if len(claimed) == limit:
-                    continue  # more may be due right now
-            delay = IDLE_POLL_S
-            if free > 0:
-                next_due = await self._store.next_due_at()
-                if next_due is not None:
-                    delay = min(delay, max(0.0, (next_due - now_ms()) / 1000))
-            if self._wake.is_set() or self._stopping:
+            try:
+                delay = await self._claim_round()
+            except Exception as exc:
+                # e.g. the database is locked or read-only for a moment: never stop claiming
+                log.error("Claiming due tasks failed: %s", exc)
+                delay = CLAIM_RETRY_S
+            if delay is None or self._wake.is_set() or self._stopping:
                 continue
             timer = loop.call_later(delay, self._wake.set)
             await self._wake.wait()
             timer.cancel()
+
+    async def _claim_round(self) -> float | None:
+        """Claim what is due; return how long to sleep, or None to look again at once."""
+        free = self._max_in_flight - len(self._in_flight)
+        if free > 0:
+            limit = min(free, CLAIM_BATCH)
+            claimed = await self._claim(limit)
+            if len(claimed) == limit:
+                return None  # more may be due right now
+        delay = IDLE_POLL_S
+        if free > 0:
+            next_due = await self._store.next_due_at()
+            if next_due is not None:
+                delay = min(delay, max(0.0, (next_due - now_ms()) / 1000))
+        return delay
 
     async def _claim(self, limit: int) -> list[ClaimedTask]:
         now = now_ms()
         token = secrets.randbits(62)
         claimed = await self._store.claim_due_tasks(now, limit, self.instance_id, token)
         for task in claimed:
-            self._dispatch(task, now)
+            try:
+                self._dispatch(task, now)
+            except Exception:
+                # the others of the batch still go; this one runs again when its lease ends
+                log.exception("Task %s could not be dispatched", task.id)
         return claimed
 
     def _dispatch(self, claimed: ClaimedTask, now: int) -> None:
@@ -209,9 +224,15 @@ class Scheduler:
             estimate_next_retry_at=claimed.estimate_next_retry_at,
             timeout_ms=budget,
         )
-        future = self._engine.perform(
-            curl_options(spec, attempt), keep_body=config.trace_response_data
-        )
+        try:
+            options = curl_options(spec, attempt)
+        except Exception as exc:
+            # a stored value libcurl cannot take fails this attempt, never the loop
+            log.error("Task %s cannot be sent as stored: %r", claimed.id, exc)
+            future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
+            future.set_result(AttemptResult(0, error=f"invalid request option: {exc}"))
+        else:
+            future = self._engine.perform(options, keep_body=config.trace_response_data)
         self._in_flight[claimed.id] = future
         future.add_done_callback(lambda done: self._on_attempt_done(claimed, spec, done))
 

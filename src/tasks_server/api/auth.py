@@ -15,8 +15,8 @@ from tasks_server.store.base import OwnerRow, Store
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_LENGTH = 64
-_BEARER = re.compile(r"^Bearer ([A-Za-z0-9]{64})$")
-ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$", re.IGNORECASE)
+_BEARER = re.compile(r"^Bearer ([A-Za-z0-9]{64})\Z")
+ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\Z", re.IGNORECASE)
 
 
 def new_key() -> str:

@@ -52,42 +52,57 @@ class ApiError(Exception):
         self.headers = headers
 
 
+_encoder = msgspec.json.Encoder()
+
+
+def encode_json(request: Request, value: Any) -> bytes:
+    """JSON bytes of `value`; `?pretty` indents them (4 spaces) for people reading them."""
+    body = _encoder.encode(value)
+    if "pretty" in request.query_params:
+        body = msgspec.json.format(body, indent=4)
+    return body
+
+
 def error_response(
+    request: Request,
     status: int,
     message: str,
     fields: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
     body = ErrorBody(action=ACTIONS.get(status, _INTERNAL), message=message, fields=fields)
-    return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
+    return Response(encode_json(request, body), status, headers, media_type="application/json")
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, headers=exc.headers)
+    return error_response(request, exc.status, exc.message, headers=exc.headers)
 
 
 async def on_validation_failed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ValidationFailed)
-    return error_response(400, exc.message, exc.fields)
+    return error_response(request, 400, exc.message, exc.fields)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = DEFAULT_MESSAGES.get(exc.status_code, str(exc.detail))
-    return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
+    return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
 
 
 async def on_store_unavailable(request: Request, exc: Exception) -> Response:
     log.error("Store unavailable on %s %s: %s", request.method, request.url.path, exc)
     return error_response(
-        503, f"The database cannot take this change now: {exc}", headers={"Retry-After": "1"}
+        request,
+        503,
+        f"The database cannot take this change now: {exc}",
+        headers={"Retry-After": "1"},
     )
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("Unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, "Internal server error")
+    return error_response(request, 500, "Internal server error")
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

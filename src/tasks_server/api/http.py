@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tasks_server.api.errors import ApiError
+from tasks_server.api.errors import ApiError, encode_json
 from tasks_server.api.validation import ValidationFailed, decode_json
-
-_encoder = msgspec.json.Encoder()
 
 
 def json_response(request: Request, value: Any, status: int = 200) -> Response:
     """Encode `value` as JSON; `?pretty` indents it for people reading it."""
-    body = _encoder.encode(value)
-    if "pretty" in request.query_params:
-        body = msgspec.json.format(body, indent=4)
-    return Response(body, status, media_type="application/json")
+    return Response(encode_json(request, value), status, media_type="application/json")
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -31,7 +25,7 @@ async def read_json(request: Request, limit: int) -> Any:
             {"headers.Content-Type": "Expected application/json"}, "Unsupported content type"
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"The request body cannot be more than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -10,8 +10,10 @@ import msgspec
 from tasks_server.api.schemas import TaskSpec
 
 MASK = "********"
-# header names whose values are credentials
-_SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|password|api[-_]?key", re.I)
+# header (and query parameter) names whose values are credentials
+_SECRET_HEADER = re.compile(
+    r"authorization|cookie|token|secret|password|passwd|signature|api[-_]?key", re.I
+)
 # paths (dotted, * = every key or item) whose values are secrets
 SECRET_PATHS = (
     "httpRequest.authBasic.password",
@@ -27,7 +29,8 @@ SECRET_PATHS = (
     "config.proxyAuthDigest.password",
     "config.proxyAuthNtlm.password",
 )
-SECRET_HEADER_RECORDS = ("httpRequest.headers", "config.proxyHeaders")
+# records whose values are masked when their name looks like a credential
+SECRET_HEADER_RECORDS = ("httpRequest.headers", "httpRequest.query", "config.proxyHeaders")
 
 
 def full_view(value: Any) -> Any:

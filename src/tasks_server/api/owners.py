@@ -20,11 +20,12 @@ async def register_owner(request: Request) -> Response:
     ctx = services(request)
     body = convert(await read_json(request, ctx.settings.max_size_body_request), OwnerRegistration)
     key = new_key()
+    now = now_ms()
     owner = OwnerRow(
-        id=str(ULID()),
+        id=str(ULID.from_timestamp(now)),  # the id's time is the creation time
         name=body.name,
         key_digest=key_digest(key),
-        created_at=now_ms(),
+        created_at=now,
         tasks_in_queue=0,
     )
     try:

@@ -190,8 +190,12 @@ def _edit_change(ctx: Services, row: TaskRow, patch: dict[str, Any], now: int) -
     metadata = ctx.codec.open_metadata(row.id, row.metadata)
     if metadata is not None:
         document["metadata"] = metadata
+    config_patch = patch.get("config") or {}
+    if "executionDelay" in config_patch and "executeAt" not in config_patch:
+        # a new delay replaces the stored date (executeAt would otherwise win)
+        document.get("config", {}).pop("executeAt", None)
     merged = convert(merge_patch(document, patch), TaskSpec)
-    reschedule = bool(SCHEDULE_FIELDS & set(patch.get("config") or {}))
+    reschedule = bool(SCHEDULE_FIELDS & set(config_patch))
     if reschedule:
         spec = canonical_task_spec(merged, now)
         execution_at = execution_time(spec.config, now)

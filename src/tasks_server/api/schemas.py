@@ -19,7 +19,14 @@ PATTERN_MESSAGES: dict[str, str] = {}
 
 
 def pattern(regex: str, message: str, **constraints: Any) -> Meta:
-    """A string constraint whose error message says what is expected, not the regex."""
+    """A string constraint whose error message says what is expected, not the regex.
+
+    A final `$` is made to mean the end of the text: in Python it also matches
+    before a trailing newline, which would let "GET\\n" or a header value
+    ending in a line break through. `(?!\\n)$` means the same in JavaScript.
+    """
+    if regex.endswith("$") and not regex.endswith("\\$"):
+        regex = regex[:-1] + r"(?!\n)$"
     PATTERN_MESSAGES[regex] = message
     return Meta(pattern=regex, description=message, **constraints)
 
@@ -33,12 +40,15 @@ NO_CONTROL = r"^[^\r\n\x00]*$"
 NO_CONTROL_MESSAGE = "Must not contain CR, LF or NUL characters"
 SafeText = Annotated[str, pattern(NO_CONTROL, NO_CONTROL_MESSAGE, min_length=1, max_length=1024)]
 Record = Annotated[dict[Key, SafeText], Meta(min_length=1, max_length=64)]
+_URL = r"[hH][tT][tT][pP][sS]?://[^\s/?#@]+(?:[/?#][^\s]*)?"
 Url = Annotated[
+    str, pattern(f"^{_URL}$", "Expected an absolute http or https URL", max_length=1024)
+]
+# One pattern, not a union of two `str` types: msgspec would keep only one constraint.
+RefererUrl = Annotated[
     str,
     pattern(
-        r"^[hH][tT][tT][pP][sS]?://[^\s/?#@]+(?:[/?#][^\s]*)?$",
-        "Expected an absolute http or https URL",
-        max_length=1024,
+        f"^(?:(?i:auto)|{_URL})$", "Expected an absolute http or https URL or AUTO", max_length=1024
     ),
 ]
 IpAddress = Annotated[
@@ -198,7 +208,7 @@ class Config(Strict, frozen=True):
         | None
     ) = None
     mode: Literal["cors", "no-cors", "same-origin"] | None = None
-    referer_url: Url | Annotated[str, pattern(r"^(?i:auto)$", "Expected a URL or AUTO")] = "AUTO"
+    referer_url: RefererUrl = "AUTO"
     keep_alive_duration: Annotated[int, Meta(ge=0, le=259200)] = 30
     hsts: Base64Text | bool | None = None
     session_id: bool = True

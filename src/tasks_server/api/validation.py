@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
+import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -30,6 +33,10 @@ _REGEX_IN_MESSAGE = re.compile(r"^Expected `str` matching regex '(?P<regex>.*)'$
 _KEY = re.compile(r"^[a-zA-Z0-9$_.\-\[\]]{1,64}$")
 MAX_DATA_DEPTH = 3
 MIN_GAP_AFTER_EXECUTION_MS = 1000
+MAX_JSON_DEPTH = 32
+# the original's refusals: no SSH via resolve; no FTP, SSH, telnet, SMTP or DNS as a proxy
+REFUSED_RESOLVE_PORTS = frozenset({22})
+REFUSED_PROXY_PORTS = frozenset({20, 21, 22, 23, 25, 53})
 
 
 class ValidationFailed(Exception):
@@ -42,11 +49,37 @@ class ValidationFailed(Exception):
 
 
 def decode_json(raw: bytes) -> Any:
-    """Parse JSON bytes, or raise ValidationFailed naming the body."""
+    """Parse JSON bytes, or raise ValidationFailed naming the body.
+
+    Nesting is bounded (MAX_JSON_DEPTH) so that nothing that walks the value
+    afterwards can run out of stack; no valid request comes close.
+    """
+    too_deep = ValidationFailed(
+        {"body": f"Invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"}, "Invalid JSON body"
+    )
     try:
-        return msgspec.json.decode(raw)
+        value = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ValidationFailed({"body": f"Invalid JSON: {exc}"}, "Invalid JSON body") from None
+    except RecursionError:  # msgspec's own guard, at about 1000 levels
+        raise too_deep from None
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise too_deep
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when objects and arrays nest more than `limit` levels (walked without recursion)."""
+    if not isinstance(value, dict | list):
+        return False
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def convert(data: Any, kind: type[T], *, root: str = "") -> T:
@@ -61,12 +94,13 @@ def convert(data: Any, kind: type[T], *, root: str = "") -> T:
 def collect_errors(data: Any, kind: Any, path: str) -> dict[str, str]:
     """Every validation error of `data` against `kind`, keyed by dotted path.
 
-    msgspec stops at the first error; this walks struct fields one by one so a
-    client fixing its request sees all problems at once.
+    msgspec stops at the first error; this walks struct fields, list items and
+    object entries one by one so a client fixing its request sees all problems
+    at once, each at its own path (`config.resolve[0].port`, `metadata.a b`).
     """
     struct = _struct_of(kind)
     if struct is None or not isinstance(data, dict):
-        return _convert_error(data, kind, path)
+        return _value_errors(data, kind, path)
     errors: dict[str, str] = {}
     hints = typing.get_type_hints(struct, include_extras=True)
     fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
@@ -78,26 +112,66 @@ def collect_errors(data: Any, kind: Any, path: str) -> dict[str, str]:
             if field.required:
                 errors[_join(path, name)] = "Required field is missing"
             continue
-        errors.update(_field_errors(data[name], hints[field.name], _join(path, name)))
+        errors.update(_value_errors(data[name], hints[field.name], _join(path, name)))
     return errors
 
 
-def _field_errors(value: Any, annotation: Any, path: str) -> dict[str, str]:
-    if value is None and _allows_none(annotation):
+def _value_errors(value: Any, annotation: Any, path: str) -> dict[str, str]:
+    """Errors of one value, descending into the struct, list or object it holds."""
+    errors = _convert_error(value, annotation, path)
+    if not errors:
         return {}
-    inner = _strip_optional(annotation)
-    if _struct_of(inner) is not None:
-        return collect_errors(value, inner, path)
-    item = _list_item_struct(inner)
-    if item is not None and isinstance(value, list):
-        errors = _convert_error(value, annotation, path)
-        if errors:
-            return errors
-        found: dict[str, str] = {}
+    arm = _arm_for(annotation, value)
+    if arm is None:
+        return errors  # a scalar, or a container of the wrong kind: msgspec's word is enough
+    base = _unannotated(arm)
+    if _struct_of(base) is not None:
+        return collect_errors(value, base, path) or errors
+    found: dict[str, str] = {}
+    if typing.get_origin(base) is list:
+        (item,) = typing.get_args(base)
         for index, element in enumerate(value):
-            found.update(collect_errors(element, item, f"{path}[{index}]"))
-        return found
-    return _convert_error(value, annotation, path)
+            found.update(_value_errors(element, item, f"{path}[{index}]"))
+    else:
+        key_kind, item = typing.get_args(base)
+        for key, element in value.items():
+            where = _join(path, str(key))
+            for bad, message in _convert_error(key, key_kind, where).items():
+                found[bad] = f"Invalid key: {message}"
+            found.update(_value_errors(element, item, where))
+    found.update(_length_errors(value, arm, path))
+    return found or errors
+
+
+def _arm_for(annotation: Any, value: Any) -> Any:
+    """The one list, object or struct type of `annotation` that `value` could be, if any."""
+    base = _unannotated(annotation)
+    arms = typing.get_args(base) if _is_union(base) else (annotation,)
+    matching = [arm for arm in arms if _holds(arm, value)]
+    return matching[0] if len(matching) == 1 else None
+
+
+def _holds(arm: Any, value: Any) -> bool:
+    base = _unannotated(arm)
+    if isinstance(value, dict):
+        return _struct_of(base) is not None or typing.get_origin(base) is dict
+    if isinstance(value, list):
+        return typing.get_origin(base) is list
+    return False
+
+
+def _length_errors(value: Any, annotation: Any, path: str) -> dict[str, str]:
+    """The container's own length limits (msgspec.Meta min_length / max_length)."""
+    kind = "array" if isinstance(value, list) else "object"
+    metas = typing.get_args(annotation)[1:] if typing.get_origin(annotation) is Annotated else ()
+    for meta in metas:
+        if not isinstance(meta, msgspec.Meta):
+            continue
+        if meta.min_length is not None and len(value) < meta.min_length:
+            return {path: f"Expected `{kind}` of length >= {meta.min_length}"}
+        if meta.max_length is not None and len(value) > meta.max_length:
+            return {path: f"Expected `{kind}` of length <= {meta.max_length}"}
+    return {}
 
 
 def _convert_error(value: Any, annotation: Any, path: str) -> dict[str, str]:
@@ -133,14 +207,6 @@ def _struct_of(kind: Any) -> type[msgspec.Struct] | None:
     return None
 
 
-def _list_item_struct(kind: Any) -> type[msgspec.Struct] | None:
-    base = _unannotated(kind)
-    if typing.get_origin(base) is list:
-        (item,) = typing.get_args(base)
-        return _struct_of(item)
-    return None
-
-
 def _unannotated(kind: Any) -> Any:
     while typing.get_origin(kind) is typing.Annotated:
         kind = typing.get_args(kind)[0]
@@ -157,8 +223,8 @@ def _strip_optional(kind: Any) -> Any:
     return base
 
 
-def _allows_none(kind: Any) -> bool:
-    return type(None) in typing.get_args(_unannotated(kind))
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
 
 
 # ---- tasks: rules across fields, and the canonical form that is stored ----
@@ -205,6 +271,9 @@ def canonical_task_spec(spec: TaskSpec, now: int, *, execution_at: int | None = 
         for name in ("credentials", "referrerPolicy", "mode"):
             if getattr(config, _snake(name)) is not None:
                 errors[f"config.{name}"] = "Invalid curl option: browser fetch only"
+    _check_addresses(request, config, errors)
+    if isinstance(request.cookie, str):
+        _check_base64(request.cookie, "httpRequest.cookie", errors)
     for name in ("ca", "key"):
         _check_base64(getattr(config, name), f"config.{name}", errors)
     if config.cert is not None:
@@ -257,11 +326,9 @@ def _check_json_body(obj: Mapping[str, Any], path: str, depth: int, errors: dict
     if depth > MAX_DATA_DEPTH:
         errors[path] = f"Objects may nest at most {MAX_DATA_DEPTH} levels"
         return
-    if not obj:
-        errors[path] = "Object must not be empty"
     for key, value in obj.items():
         where = f"{path}.{key}"
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             errors[where] = "Invalid key format: 1-64 letters, digits or $ _ . - [ ]"
         elif isinstance(value, dict):
             _check_json_body(value, where, depth + 1, errors)
@@ -291,9 +358,56 @@ def _check_base64(value: str | None, path: str, errors: dict[str, str]) -> None:
     if value is None:
         return
     try:
-        base64.b64decode(value.strip(), validate=True)
+        # line breaks (as `base64` wraps its output) are fine; nothing else is
+        decoded = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
-        errors[path] = "Expected base64 content (PEM or DER)"
+        decoded = b""
+    if not decoded:
+        errors[path] = "Expected non-empty base64 content"
+
+
+def _check_addresses(request: HttpRequest, config: Config, errors: dict[str, str]) -> None:
+    """What the field patterns cannot say: URL ports, real IP addresses, refused ports."""
+    urls = {
+        "httpRequest.url": request.url,
+        "config.refererUrl": None if config.referer_url.lower() == "auto" else config.referer_url,
+        "config.dohUrl": config.doh_url,
+    }
+    for path, url in urls.items():
+        if url is not None and not _valid_url(url):
+            errors[path] = "Expected an absolute http or https URL with a valid host and port"
+    ips = {f"config.dnsServer[{i}]": ip for i, ip in enumerate(config.dns_server or ())}
+    for index, entry in enumerate(config.resolve or ()):
+        where = f"config.resolve[{index}]"
+        ips.update({f"{where}.address[{i}]": ip for i, ip in enumerate(entry.address)})
+        if entry.port in REFUSED_RESOLVE_PORTS:
+            errors[f"{where}.port"] = f"Port {entry.port} is not allowed"
+    if config.ha_proxy_client_ip is not None:
+        ips["config.haProxyClientIp"] = config.ha_proxy_client_ip
+    for path, ip in ips.items():
+        if not _valid_ip(ip):
+            errors[path] = "Expected an IPv4 or IPv6 address"
+    if config.proxy is not None and config.proxy.port in REFUSED_PROXY_PORTS:
+        errors["config.proxy.port"] = f"Invalid proxy port: {config.proxy.port} is not allowed"
+
+
+def _valid_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
+def _valid_ip(text: str) -> bool:
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _upper_if(value: str, word: str) -> str:
@@ -335,7 +449,8 @@ def parse_query(
             continue
         if normalize and key in normalize:
             value = normalize[key](value)
-        values[key] = int(value) if value.isdigit() and len(value) <= 16 else value
+        is_number = value.isascii() and value.isdigit() and len(value) <= 16
+        values[key] = int(value) if is_number else value
     if errors:
         raise ValidationFailed(errors, "Invalid query parameters")
     return convert(values, kind)

@@ -17,12 +17,49 @@ import pycurl
 from tasks_server.dispatch.outcome import TIMEOUT_STATUS, AttemptResult
 
 MAX_IDLE_HANDLES = 256
+# Options that leave state in the easy handle which curl_easy_reset keeps (the
+# cookie jar, the HSTS cache): a handle that had one is closed, never reused,
+# so one task's cookies never reach another task's request.
+SINGLE_USE_OPTIONS = frozenset(
+    {
+        pycurl.COOKIEFILE,
+        pycurl.COOKIEJAR,
+        pycurl.COOKIELIST,
+        pycurl.HSTS,
+        pycurl.HSTS_CTRL,
+        pycurl.HSTSREADFUNCTION,
+        pycurl.HSTSWRITEFUNCTION,
+    }
+)
+
+
+class HandleBound:
+    """An option value that libcurl ties to one easy handle (e.g. a mime tree).
+
+    The engine calls `bind` with the handle that performs the transfer and
+    sets the option to what it returns.
+    """
+
+    __slots__ = ()
+
+    def bind(self, handle: pycurl.Curl) -> Any:
+        raise NotImplementedError
 
 
 class _Transfer:
     """One attempt on the wire: its handle, its collected body, its caller's future."""
 
-    __slots__ = ("body", "future", "handle", "keep_body", "limit", "size", "started", "truncated")
+    __slots__ = (
+        "body",
+        "future",
+        "handle",
+        "keep_body",
+        "limit",
+        "reusable",
+        "size",
+        "started",
+        "truncated",
+    )
 
     def __init__(
         self,
@@ -38,19 +75,21 @@ class _Transfer:
         self.body: list[bytes] = []
         self.size = 0
         self.truncated = False
+        self.reusable = True
         self.started = time.perf_counter()
 
     def write(self, chunk: bytes) -> int | None:
-        if not self.keep_body:
-            return None
         room = self.limit - self.size
         if len(chunk) > room:
-            # keep what fits and stop reading: the status still decides the outcome
-            self.body.append(chunk[:room])
+            # keep what fits and stop reading (also when the body is not kept: a
+            # large body never holds a transfer open); the status decides the outcome
+            if self.keep_body:
+                self.body.append(chunk[:room])
             self.size = self.limit
             self.truncated = True
             return 0
-        self.body.append(chunk)
+        if self.keep_body:
+            self.body.append(chunk)
         self.size += len(chunk)
         return None
 
@@ -96,11 +135,16 @@ class CurlEngine:
         try:
             handle.setopt(pycurl.NOSIGNAL, 1)
             for option, value in options:
-                handle.setopt(option, value)
+                if option in SINGLE_USE_OPTIONS:
+                    transfer.reusable = False
+                handle.setopt(
+                    option, value.bind(handle) if isinstance(value, HandleBound) else value
+                )
             handle.setopt(pycurl.WRITEFUNCTION, transfer.write)
-        except pycurl.error as exc:
-            self._recycle(handle)
-            future.set_result(AttemptResult(0, error=f"invalid request option: {exc.args[-1]}"))
+        except Exception as exc:  # a value libcurl refuses fails this attempt, nothing else
+            self._recycle(handle, transfer.reusable)
+            reason = exc.args[-1] if isinstance(exc, pycurl.error) and exc.args else exc
+            future.set_result(AttemptResult(0, error=f"invalid request option: {reason}"))
             return future
         self._transfers[handle] = transfer
         future.add_done_callback(self._on_future_done)
@@ -108,7 +152,10 @@ class CurlEngine:
         return future
 
     def close(self) -> None:
-        for transfer in list(self._transfers.values()):
+        transfers, self._transfers = self._transfers, {}
+        for handle, transfer in transfers.items():
+            self._multi.remove_handle(handle)
+            handle.close()
             transfer.future.cancel()
         if self._timer is not None:
             self._timer.cancel()
@@ -164,7 +211,7 @@ class CurlEngine:
             return
         result = transfer.result(errno, message)
         self._multi.remove_handle(handle)
-        self._recycle(handle)
+        self._recycle(handle, transfer.reusable)
         if not transfer.future.done():
             transfer.future.set_result(result)
 
@@ -175,11 +222,11 @@ class CurlEngine:
             if transfer.future is future:
                 del self._transfers[handle]
                 self._multi.remove_handle(handle)
-                self._recycle(handle)
+                self._recycle(handle, transfer.reusable)
                 return
 
-    def _recycle(self, handle: pycurl.Curl) -> None:
-        if len(self._idle) >= MAX_IDLE_HANDLES:
+    def _recycle(self, handle: pycurl.Curl, reusable: bool = True) -> None:
+        if not reusable or len(self._idle) >= MAX_IDLE_HANDLES:
             handle.close()
             return
         handle.reset()

@@ -8,14 +8,17 @@ its option is unset, so libcurl's own default applies.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import pycurl
 
-from tasks_server.api.schemas import Config, HttpRequest, TaskSpec
+from tasks_server.api.schemas import Config, FormField, HttpRequest, TaskSpec
+from tasks_server.dispatch.engine import HandleBound
 
 CurlOption = tuple[int, Any]
 
@@ -45,27 +48,68 @@ _CONTENT_TYPES: dict[type, str] = {
     str: "text/plain; charset=utf-8",
     dict: "application/json",
 }
+_NOT_URL_ASCII = re.compile(r"[^\x21-\x7e]+")
+
+
+def _utf8(text: str) -> bytes:
+    """Strings go to libcurl as UTF-8 bytes: pycurl refuses any non-ASCII `str`."""
+    return text.encode()
+
+
+def _ascii_url(target: str) -> str:
+    """The URL with a non-ASCII host in IDNA form and other non-ASCII characters %-encoded."""
+    if target.isascii():
+        return target
+    parts = urlsplit(target)
+    netloc = parts.netloc
+    host = parts.hostname or ""
+    if not host.isascii():
+        with suppress(UnicodeError, ValueError):  # if not, libcurl says it cannot resolve it
+            ascii_host = host.encode("idna").decode("ascii")
+            netloc = ascii_host if parts.port is None else f"{ascii_host}:{parts.port}"
+    encoded = urlunsplit(parts._replace(netloc=netloc))
+    return _NOT_URL_ASCII.sub(lambda match: quote(match.group(), safe=""), encoded)
+
+
+class Multipart(HandleBound):
+    """multipart/form-data fields, built as a libcurl mime tree of the handle that sends it."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: list[FormField]) -> None:
+        self.fields = [(_utf8(field.name), _utf8(field.value)) for field in fields]
+
+    def bind(self, handle: pycurl.Curl) -> pycurl.CurlMime:
+        mime = pycurl.CurlMime(handle)
+        for name, value in self.fields:
+            part = mime.addpart()
+            part.name(name)
+            part.data(value)  # in-memory data: a leading @ or < is just a character
+        return mime
 
 
 def url(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
-    target = request.url
+    # the fragment is never sent; the query goes before it, not into it
+    target, _, _fragment = request.url.partition("#")
     if request.query:
-        joiner = "&" if "?" in target else "?"
-        target = f"{target}{joiner}{urlencode(request.query)}"
-    yield pycurl.URL, target
+        if "?" not in target:
+            target += "?"
+        elif not target.endswith(("?", "&")):
+            target += "&"
+        target += urlencode(request.query)
+    yield pycurl.URL, _ascii_url(target)
 
 
 def method_and_body(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
     data = request.data
     if isinstance(data, list):
-        # multipart fields as literal strings: a leading @ or < is just a character
-        yield pycurl.HTTPPOST, [(field.name, (pycurl.FORM_CONTENTS, field.value)) for field in data]
+        yield pycurl.MIMEPOST, Multipart(data)
     elif isinstance(data, dict):
         yield pycurl.POSTFIELDS, msgspec.json.encode(data)
     elif isinstance(data, str):
-        yield pycurl.POSTFIELDS, data.encode()  # POSTFIELDS never reads files
-    elif request.method == "POST":
-        yield pycurl.POSTFIELDS, b""
+        yield pycurl.POSTFIELDS, _utf8(data)  # POSTFIELDS never reads files
+    elif request.method in ("POST", "PUT", "PATCH"):
+        yield pycurl.POSTFIELDS, b""  # Content-Length: 0 (see headers for its type)
     if request.method == "GET":
         yield pycurl.HTTPGET, 1
     elif request.method != "POST":
@@ -74,7 +118,7 @@ def method_and_body(request: HttpRequest, config: Config, attempt: Attempt) -> I
 
 def headers(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
     lines = [
-        f"{name}: {value}"
+        _utf8(f"{name}: {value}")
         for name, value in (request.headers or {}).items()
         if "user-agent" not in name.lower()  # config.userAgent is the one place for it
     ]
@@ -87,25 +131,29 @@ def headers(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[
     content_type = _CONTENT_TYPES.get(type(request.data))
     if content_type:
         ours["Content-Type"] = content_type
+    elif request.data is None and "content-type" not in given:
+        lines.append(b"Content-Type:")  # an empty body is not a form: no type at all
     # the user's own headers are never replaced by ours
-    lines += [f"{name}: {value}" for name, value in ours.items() if name.lower() not in given]
-    lines.append("Expect:")  # no 100-continue round trip before a body
+    lines += [
+        _utf8(f"{name}: {value}") for name, value in ours.items() if name.lower() not in given
+    ]
+    lines.append(b"Expect:")  # no 100-continue round trip before a body
     yield pycurl.HTTPHEADER, lines
 
 
 def cookie(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
     if isinstance(request.cookie, list):
-        yield pycurl.COOKIE, "; ".join(f"{c.name}={c.value}" for c in request.cookie)
+        yield pycurl.COOKIE, _utf8("; ".join(f"{c.name}={c.value}" for c in request.cookie))
     elif isinstance(request.cookie, str):
         # base64 of a Netscape cookie file: libcurl sends the ones matching the URL
         yield pycurl.COOKIEFILE, ""
         for line in base64.b64decode(request.cookie).decode(errors="replace").splitlines():
             if line.strip() and (not line.startswith("#") or line.startswith("#HttpOnly_")):
-                yield pycurl.COOKIELIST, line
+                yield pycurl.COOKIELIST, _utf8(line)
 
 
 def user_agent(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
-    yield pycurl.USERAGENT, config.user_agent
+    yield pycurl.USERAGENT, _utf8(config.user_agent)
 
 
 def timeout(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
@@ -141,15 +189,15 @@ def auth(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[Cur
     ):
         if credentials is not None:
             yield pycurl.HTTPAUTH, scheme
-            yield pycurl.USERNAME, credentials.username
-            yield pycurl.PASSWORD, credentials.password
+            yield pycurl.USERNAME, _utf8(credentials.username)
+            yield pycurl.PASSWORD, _utf8(credentials.password)
 
 
 def referer(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
     if config.referer_url == "AUTO":
         yield pycurl.AUTOREFERER, 1
     else:
-        yield pycurl.REFERER, config.referer_url
+        yield pycurl.REFERER, _ascii_url(config.referer_url)
 
 
 def keep_alive(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:

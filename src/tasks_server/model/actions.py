@@ -37,6 +37,9 @@ def revoke(row: TaskRow, now: int) -> TaskChange:
 
 def execute(row: TaskRow, now: int) -> TaskChange:
     target_state(Action.EXECUTE, State(row.state), row.in_flight)
+    if row.in_flight:
+        # its request is on the wire now: making it due again would send it twice
+        return TaskChange()
     if row.retry_count > 0:
         return TaskChange(estimate_next_retry_at=now, due_at=now)
     return TaskChange(estimate_execution_at=now, due_at=now)

@@ -30,8 +30,9 @@ TRANSITIONS: dict[Action, dict[State, State]] = {
     Action.EDIT: {State.RUNNING: State.RUNNING, State.PAUSED: State.PAUSED},
 }
 
-# Actions that cannot act on a request already on the wire.
-REFUSED_IN_FLIGHT = frozenset({Action.EXECUTE, Action.EDIT})
+# Actions that cannot act on a request already on the wire. (Execute of a task
+# in flight is allowed and changes nothing: the task is being run now, once.)
+REFUSED_IN_FLIGHT = frozenset({Action.EDIT})
 
 IN_QUEUE = frozenset({State.RUNNING, State.PAUSED})
 FINISHED = frozenset({State.SUCCESS, State.ERROR, State.REVOKED})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from tasks_server.model.timing import MAX_EPOCH_MS
+
 
 class RetryPolicy(msgspec.Struct, frozen=True):
     """When to retry a failed attempt, as decided at registration."""
@@ -18,15 +20,15 @@ class RetryPolicy(msgspec.Struct, frozen=True):
         """Planned time of retry `retry_number` (1-based), or None past the limit.
 
         "Exponential" keeps the original's documented rule: interval x n.
-        A `retry_at` already in the past means "retry at once".
+        A `retry_at` already in the past means "retry at once". The time is
+        capped at the largest supported date, so it always fits a 64-bit column.
         """
         if retry_number > self.limit:
             return None
         if self.retry_at is not None:
             return max(self.retry_at, now)
-        if self.exponential:
-            return now + self.interval_ms * retry_number
-        return now + self.interval_ms
+        delay = self.interval_ms * retry_number if self.exponential else self.interval_ms
+        return min(now + delay, MAX_EPOCH_MS)
 
     def stops_on(self, status_code: int) -> bool:
         """True when this status ends the task at once (ignoreStatusCode)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 # Largest date JavaScript (and so the original) accepts: +/- 8.64e15 ms around the epoch.
 MAX_EPOCH_MS = 8_640_000_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def now_ms() -> int:
@@ -29,6 +31,13 @@ _WEEKDAY = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s+", re.IGNORECAS
 _ZONE_NAME = re.compile(r"\s*\([^)]*\)\s*$")
 _GMT_OFFSET = re.compile(r"\s(?:GMT|UTC)(?=[+-]\d)", re.IGNORECASE)
 _UTC_SUFFIX = re.compile(r"\s(?:GMT|UTC|Z)$", re.IGNORECASE)
+_COLON_OFFSET = re.compile(r"([+-]\d{2}):(\d{2})$")
+# "[Tue, ]01 Jan 2030 00:00[:00] [+0700|GMT|EST|...]": the zones email.utils knows
+_RFC2822 = re.compile(
+    r"^(?:[a-z]{3},?\s)?\d{1,2}\s[a-z]{3}\s\d{2,4}\s\d{1,2}:\d{2}(?::\d{2})?"
+    r"(?:\s(?:[+-]\d{4}|UTC?|GMT|Z|[ECMPA][SD]T))?$",
+    re.IGNORECASE,
+)
 
 
 def parse_date_ms(text: str) -> int | None:
@@ -45,7 +54,8 @@ def parse_date_ms(text: str) -> int | None:
         if moment is not None:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            return int(moment.timestamp() * 1000)
+            # integer arithmetic: no float rounding of the milliseconds
+            return (moment - _EPOCH) // _ONE_MS
     return None
 
 
@@ -57,9 +67,14 @@ def _parse_iso(text: str) -> datetime | None:
 
 
 def _parse_rfc2822(text: str) -> datetime | None:
+    # "GMT+07:00 (Indochina Time)" and "+07:00" as JavaScript writes them: "+0700"
+    text = _COLON_OFFSET.sub(r"\1\2", _GMT_OFFSET.sub(" ", _ZONE_NAME.sub("", text)))
+    if not _RFC2822.match(text):
+        return None  # the parser reads any unknown word as "no zone", i.e. UTC
     try:
         return parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # OverflowError: an offset such as +9999999999 overflows the parser's integers
         return None
 
 

@@ -14,6 +14,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,6 +107,19 @@ class _Worker:
             return future, None, _translate(exc)
 
     def _run_group(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
+        try:
+            return self._try_group(batch)
+        except sqlite3.Error as exc:
+            # SAVEPOINT, ROLLBACK TO or ROLLBACK itself failed (I/O error, disk
+            # full): nothing of the group is committed. Answer every caller
+            # rather than let this thread die and leave them waiting forever.
+            with suppress(sqlite3.Error):
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            failure = _translate(exc)
+            return [(future, None, failure) for _, future in batch]
+
+    def _try_group(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,314 @@
+"""Owner endpoints: register, read, delete; name rules; how the key is kept."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ulid import ULID
+
+from tests.conftest import Api, Owner, ServerThread
+from tests.conftest import test_settings as make_settings
+from tests.targets import Target
+
+HOUR = 3_600_000
+KEY = re.compile(r"^[A-Za-z0-9]{64}$")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One server for the table-driven name cases (starting one per case is slow)."""
+    settings = make_settings(tmp_path_factory.mktemp("owners"))
+    server = ServerThread(settings)
+    server.start()
+    api = Api(f"http://127.0.0.1:{server.port}", settings)
+    yield api
+    api.close()
+    server.stop()
+
+
+def register(api: Api, body: Any) -> httpx.Response:
+    return api.http.post("/v1/owners/register", json=body)
+
+
+def assert_error(reply: httpx.Response, status: int) -> dict[str, Any]:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = reply.json()
+    assert isinstance(body["action"], str) and body["action"]
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def far_task(api: Api, owner: Owner, url: str = "http://127.0.0.1:9/cb") -> dict[str, Any]:
+    return api.task(
+        owner, {"httpRequest": {"url": url, "method": "GET"}, "config": {"executionDelay": HOUR}}
+    )
+
+
+# ---- register ----
+
+
+def test_register_returns_ulid_id_and_64_character_key(api: Api) -> None:
+    before = int(time.time() * 1000)
+    reply = register(api, {"name": "first-owner"})
+    after = int(time.time() * 1000)
+    assert reply.status_code == 201, reply.text
+    body = reply.json()
+    assert set(body) == {"id", "key"}
+    owner_id = ULID.from_str(body["id"])  # raises if it is not a ULID
+    assert str(owner_id) == body["id"]
+    assert before - 5 <= owner_id.milliseconds <= after + 5
+    assert KEY.match(body["key"]), body["key"]
+
+
+def test_every_owner_gets_its_own_id_and_key(shared: Api) -> None:
+    owners = [shared.owner() for _ in range(5)]
+    assert len({o.id for o in owners}) == 5
+    assert len({o.key for o in owners}) == 5
+
+
+VALID_NAMES = [
+    "abcde",  # 5 characters, the shortest
+    "a" * 32,  # the longest
+    "a1234",
+    "my-owner",
+    "a-b-c-d",
+    "x0-9z",
+    "owner-2024",
+    "z" + "9" * 31,
+]
+
+
+@pytest.mark.parametrize("name", VALID_NAMES)
+def test_valid_names_are_registered(shared: Api, name: str) -> None:
+    owner = shared.owner(name)
+    reply = shared.http.get(f"/v1/owners/{name}", headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["name"] == name
+
+
+INVALID_NAMES = [
+    "abcd",  # 4 characters
+    "a" * 33,  # 33 characters
+    "",
+    "1abcde",  # starts with a digit
+    "-abcde",  # starts with a hyphen
+    "abcde-",  # ends with a hyphen
+    "abc--de",  # consecutive hyphens
+    "Abcde",  # uppercase is refused, not lowercased
+    "abcdE",
+    "ABCDE",
+    "abc de",
+    "abc_de",
+    "abc.de",
+    "abcdé",
+    "invalid name",
+    "abcde\n",
+]
+
+
+@pytest.mark.parametrize("name", INVALID_NAMES)
+def test_invalid_names_are_400_naming_the_field(shared: Api, name: str) -> None:
+    body = assert_error(register(shared, {"name": name}), 400)
+    assert set(body["fields"]) == {"name"}
+
+
+@pytest.mark.parametrize("value", [123, None, True, ["abcde"], {"n": "abcde"}])
+def test_name_of_the_wrong_type_is_400(shared: Api, value: Any) -> None:
+    body = assert_error(register(shared, {"name": value}), 400)
+    assert set(body["fields"]) == {"name"}
+
+
+def test_duplicate_name_is_409(shared: Api) -> None:
+    shared.owner("taken-name")
+    body = assert_error(register(shared, {"name": "taken-name"}), 409)
+    assert body["message"] == "Owner has already registered"
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"name": "strict-one", "key": "x"}, {"key"}),
+        ({"name": "strict-two", "tasksInQueueLimit": 5}, {"tasksInQueueLimit"}),
+        ({}, {"name"}),
+        ([], {"body"}),
+        ("strict-three", {"body"}),
+        (None, {"body"}),
+    ],
+)
+def test_register_body_is_strict(shared: Api, body: Any, fields: set[str]) -> None:
+    error = assert_error(register(shared, body), 400)
+    assert set(error["fields"]) == fields
+    # the refused request registered nothing: the name is still free
+    if isinstance(body, dict) and "name" in body:
+        shared.owner(body["name"])
+
+
+# ---- read ----
+
+
+def test_get_own_owner(api: Api) -> None:
+    before = int(time.time() * 1000)
+    owner = api.owner("reader-one")
+    reply = api.http.get("/v1/owners/reader-one", headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert set(body) == {"id", "name", "createdAt", "tasksInQueue", "tasksInQueueLimit"}
+    assert body["id"] == owner.id
+    assert body["name"] == "reader-one"
+    assert before - 5 <= body["createdAt"] <= int(time.time() * 1000) + 5
+    assert ULID.from_str(owner.id).milliseconds == body["createdAt"]
+    assert body["tasksInQueue"] == 0
+    assert body["tasksInQueueLimit"] == 1000
+
+
+def test_get_owner_counts_tasks_in_queue_and_shows_the_configured_limit(
+    start_server: Callable[..., Api],
+) -> None:
+    api = start_server(max_tasks_in_queue=7)
+    owner = api.owner("counting")
+    far_task(api, owner)
+    far_task(api, owner)
+    body = api.http.get("/v1/owners/counting", headers=owner.headers).json()
+    assert body["tasksInQueue"] == 2
+    assert body["tasksInQueueLimit"] == 7
+
+
+def test_get_another_owners_name_is_404(api: Api) -> None:
+    mine = api.owner("mine-owner")
+    api.owner("their-owner")
+    assert_error(api.http.get("/v1/owners/their-owner", headers=mine.headers), 404)
+
+
+def test_get_unknown_valid_name_is_404(api: Api, owner: Owner) -> None:
+    assert_error(api.http.get("/v1/owners/unavailable-owner", headers=owner.headers), 404)
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("name", ["test", "Owner-1", "-abcde", "abcde-", "ab--cd", "1abcde"])
+def test_invalid_name_in_path_is_400(shared: Api, method: str, name: str) -> None:
+    owner = shared.owner()
+    reply = shared.http.request(method, f"/v1/owners/{name}", headers=owner.headers)
+    body = assert_error(reply, 400)
+    assert set(body["fields"]) == {"name"}
+    # nothing was deleted
+    assert shared.http.get(f"/v1/owners/{owner.name}", headers=owner.headers).status_code == 200
+
+
+# ---- delete ----
+
+
+def test_delete_own_owner(api: Api) -> None:
+    owner = api.owner("short-lived")
+    reply = api.http.delete("/v1/owners/short-lived", headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"status": "Done"}
+    # the owner is gone: its credentials no longer authenticate, and its name is free
+    assert_error(api.http.get("/v1/owners/short-lived", headers=owner.headers), 403)
+    again = api.owner("short-lived")
+    assert again.id != owner.id
+
+
+def test_delete_another_owners_name_is_404_and_deletes_nothing(api: Api) -> None:
+    mine = api.owner("deleter")
+    theirs = api.owner("victim-owner")
+    assert_error(api.http.delete("/v1/owners/victim-owner", headers=mine.headers), 404)
+    assert api.http.get("/v1/owners/victim-owner", headers=theirs.headers).status_code == 200
+    assert api.http.get("/v1/owners/deleter", headers=mine.headers).status_code == 200
+
+
+def test_delete_with_a_running_task_is_409(api: Api, owner: Owner) -> None:
+    far_task(api, owner)
+    body = assert_error(api.http.delete(f"/v1/owners/{owner.name}", headers=owner.headers), 409)
+    assert "RUNNING" in body["message"]
+    assert api.http.get(f"/v1/owners/{owner.name}", headers=owner.headers).status_code == 200
+
+
+def test_delete_with_a_paused_task_is_409_until_it_is_revoked(api: Api, owner: Owner) -> None:
+    task = far_task(api, owner)
+    paused = api.http.patch(f"/v1/queues/{task['id']}/pause", headers=owner.headers)
+    assert paused.status_code == 200, paused.text
+    assert_error(api.http.delete(f"/v1/owners/{owner.name}", headers=owner.headers), 409)
+    revoked = api.http.patch(f"/v1/queues/{task['id']}/revoke", headers=owner.headers)
+    assert revoked.status_code == 200, revoked.text
+    reply = api.http.delete(f"/v1/owners/{owner.name}", headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+
+
+def task_ids_of(path_sqlite: str, owner_id: str) -> list[str]:
+    with sqlite3.connect(f"file:{path_sqlite}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT id FROM task WHERE owner_id = ?", (owner_id,)).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_delete_removes_the_owners_finished_tasks(api: Api, target: Target) -> None:
+    owner = api.owner("finisher")
+    other = api.owner("bystander")
+    done = api.task(owner, {"httpRequest": {"url": target.url("/cb"), "method": "GET"}})
+    failed = api.task(owner, {"httpRequest": {"url": target.url("/cb/error"), "method": "GET"}})
+    revoked = far_task(api, owner)
+    kept = far_task(api, other)
+    assert api.wait_state(owner, done["id"], "SUCCESS")["state"] == "SUCCESS"
+    assert api.wait_state(owner, failed["id"], "ERROR")["state"] == "ERROR"
+    revoke = api.http.patch(f"/v1/queues/{revoked['id']}/revoke", headers=owner.headers)
+    assert revoke.status_code == 200, revoke.text
+    assert len(task_ids_of(api.settings.path_sqlite, owner.id)) == 3
+
+    reply = api.http.delete("/v1/owners/finisher", headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+
+    assert task_ids_of(api.settings.path_sqlite, owner.id) == []
+    for task in (done, failed, revoked):
+        # the owner is gone, so its credentials are refused before any lookup
+        assert_error(api.http.get(f"/v1/queues/{task['id']}", headers=owner.headers), 403)
+        # and nobody else can see them
+        assert_error(api.http.get(f"/v1/queues/{task['id']}", headers=other.headers), 404)
+    # another owner's tasks are untouched
+    assert task_ids_of(api.settings.path_sqlite, other.id) == [kept["id"]]
+    assert api.get(other, kept["id"])["state"] == "RUNNING"
+
+
+# ---- the key at rest ----
+
+
+def database_files(path_sqlite: str) -> list[Path]:
+    base = Path(path_sqlite)
+    return [p for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm")) if p.exists()]
+
+
+def test_key_is_stored_only_as_its_sha256_digest(api: Api) -> None:
+    owner = api.owner("digest-owner")
+    # some activity, so that every page the owner touches has been written
+    assert api.http.get("/v1/owners/digest-owner", headers=owner.headers).status_code == 200
+    far_task(api, owner)
+    digest = hashlib.sha256(owner.key.encode()).digest()
+
+    with sqlite3.connect(f"file:{api.settings.path_sqlite}?mode=ro", uri=True) as conn:
+        (stored,) = conn.execute(
+            "SELECT key_digest FROM owner WHERE id = ?", (owner.id,)
+        ).fetchone()
+        assert stored == digest
+        # no column of any table holds the key in clear (text, bytes or hex)
+        tables = [
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    if isinstance(value, bytes):
+                        assert owner.key.encode() not in value
+                    elif isinstance(value, str):
+                        assert owner.key not in value
+                        assert owner.key.lower() not in value.lower()
+
+    raw = b"".join(path.read_bytes() for path in database_files(api.settings.path_sqlite))
+    assert owner.key.encode() not in raw
+    assert digest in raw  # the digest itself is what is kept

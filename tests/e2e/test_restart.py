@@ -1,0 +1,237 @@
+"""A real `tasks-server serve` process: killed with SIGKILL and restarted, every
+task completes; SIGTERM and SIGINT stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Owner
+from tests.targets import Reply, Target, wait_until
+
+EXECUTABLE = Path(sys.executable).parent / "tasks-server"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Served:
+    """One `tasks-server serve` process on a fixed database and port."""
+
+    def __init__(self, tmp: Path, port: int, log_name: str) -> None:
+        self.spawned_at = now_ms()
+        env = {
+            **os.environ,
+            "PATH_SQLITE": str(tmp / "data" / "tasks.db"),
+            "CIPHER_KEY": "e2e-cipher-key",
+            "PORT": str(port),
+            "LOG": "1",
+            "SHUTDOWN_GRACE_MS": "1000",
+        }
+        self.log_path = tmp / log_name
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [str(EXECUTABLE), "serve"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        wait_until(self._ready, timeout=20, interval=0.02)
+        self.ready_at = now_ms()
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited {self.proc.returncode}: {self.log()}")
+        try:
+            return self.http.get("/status").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int, timeout: float = 15) -> int:
+        """Send `sig` and wait for the exit; returns the exit code."""
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            self.http.close()
+            self._log.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.http.close()
+        self._log.close()
+
+    # ---- API helpers ----
+
+    def owner(self, name: str) -> Owner:
+        reply = self.http.post("/v1/owners/register", json={"name": name})
+        assert reply.status_code == 201, reply.text
+        return Owner(reply.json()["id"], reply.json()["key"], name)
+
+    def task(self, owner: Owner, url: str, **config: Any) -> dict[str, Any]:
+        body = {"httpRequest": {"url": url, "method": "GET"}, "config": config}
+        reply = self.http.post("/v1/queues/register", json=body, headers=owner.headers)
+        assert reply.status_code == 201, reply.text
+        task: dict[str, Any] = reply.json()
+        return task
+
+    def get(self, owner: Owner, task_id: str) -> dict[str, Any]:
+        reply = self.http.get(f"/v1/queues/{task_id}", headers=owner.headers)
+        assert reply.status_code == 200, reply.text
+        task: dict[str, Any] = reply.json()
+        return task
+
+    def wait(
+        self, owner: Owner, task_id: str, check: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            task = self.get(owner, task_id)
+            return task if check(task) else None
+
+        found: dict[str, Any] = wait_until(reached, timeout=timeout)
+        return found
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[], Served]]:
+    """Start the server (again, on the same database and port); killed at the end."""
+    port = free_port()
+    started: list[Served] = []
+
+    def start() -> Served:
+        served = Served(tmp_path, port, f"server-{len(started)}.log")
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.kill()
+
+
+def ids_at(target: Target, path: str) -> list[str]:
+    return [a.header("X-Tasks-Queue-Id") or "" for a in target.arrivals_at(path)]
+
+
+def test_sigkill_then_restart_completes_every_task(
+    serve: Callable[[], Served], target: Target
+) -> None:
+    # in flight at the kill: the first two requests hang; the re-sent ones are answered
+    target.script("/slow", Reply(200, b"late", delay=3.0), Reply(200, b"late", delay=3.0))
+    # between retries at the kill: each fails once, then succeeds
+    target.script("/flaky", Reply(500, b"no"), Reply(500, b"no"), always=Reply(200, b"yes"))
+    first = serve()
+    owner = first.owner("restart-owner")
+
+    in_flight = [first.task(owner, target.url("/slow"), executionDelay=1) for _ in range(2)]
+    target.wait_for(2, "/slow")
+    retrying = [
+        first.task(owner, target.url("/flaky"), executionDelay=1, retry=3, retryInterval=1000)
+        for _ in range(2)
+    ]
+    retrying = [first.wait(owner, t["id"], lambda t: t["retryCount"] == 1, 5) for t in retrying]
+    pending = [first.task(owner, target.url("/cb"), executionDelay=2000) for _ in range(3)]
+    paused = first.task(owner, target.url("/paused"), executionDelay=2000)
+    reply = first.http.patch(f"/v1/queues/{paused['id']}/pause", headers=owner.headers)
+    assert reply.status_code == 200
+    first.kill()  # SIGKILL
+    assert first.proc.returncode == -signal.SIGKILL
+    assert target.arrivals_at("/cb") == [], "pending tasks fired before the kill"
+    assert len(target.arrivals_at("/flaky")) == 2
+
+    # let every pending task and every retry fall due while the server is down
+    due = [t["estimateExecutionAt"] for t in pending]
+    due += [t["estimateNextRetryAt"] for t in retrying]
+    due.append(paused["estimateExecutionAt"])
+    wait_until(lambda: now_ms() > max(due) + 200, interval=0.02)
+
+    second = serve()
+    resent = target.wait_for(4, "/slow", timeout=10)[2:]
+    assert sorted(ids_at(target, "/slow")[2:]) == sorted(t["id"] for t in in_flight)
+    for arrival in resent:
+        assert arrival.at_ms - second.spawned_at < 5000  # leases of the dead process not waited
+    fired = target.wait_for(3, "/cb", timeout=10)
+    assert sorted(ids_at(target, "/cb")) == sorted(t["id"] for t in pending)
+    for arrival in fired:
+        assert arrival.at_ms - second.ready_at < 1500  # at once, not shifted by the downtime
+    retried = target.wait_for(4, "/flaky", timeout=10)[2:]
+    for arrival in retried:
+        assert arrival.at_ms - second.ready_at < 1500
+        assert arrival.header("X-Tasks-Retry-Count") == "1"
+
+    everything = in_flight + retrying + pending
+    for task in everything:
+        done = second.wait(owner, task["id"], lambda t: t["state"] != "RUNNING", 10)
+        assert done["state"] == "SUCCESS", done
+        assert done["statusCode"] == 200
+    for task in retrying:
+        assert second.get(owner, task["id"])["retryCount"] == 1
+    listed = second.http.get("/v1/queues?limit=100", headers=owner.headers).json()
+    assert sorted(t["id"] for t in listed) == sorted(t["id"] for t in [*everything, paused])
+    # a PAUSED task stays paused (its due time passed while down, it does not fire)
+    assert second.get(owner, paused["id"])["state"] == "PAUSED"
+    assert target.arrivals_at("/paused") == []
+    view = second.http.get(f"/v1/owners/{owner.name}", headers=owner.headers).json()
+    assert view["tasksInQueue"] == 1
+    # nothing is sent again after completion
+    counts = {path: len(target.arrivals_at(path)) for path in ("/slow", "/flaky", "/cb")}
+    assert counts == {"/slow": 4, "/flaky": 4, "/cb": 3}
+    print(
+        "re-sent after restart (ms from spawn):",
+        [round(a.at_ms - second.spawned_at) for a in resent],
+        "overdue fired (ms from ready):",
+        [round(a.at_ms - second.ready_at) for a in fired],
+    )
+    assert second.stop(signal.SIGTERM) == 0
+
+
+def test_sigterm_and_sigint_stop_cleanly_and_keep_tasks(
+    serve: Callable[[], Served], target: Target
+) -> None:
+    target.script("/slow", Reply(200, b"late", delay=3.0))
+    first = serve()
+    owner = first.owner("signal-owner")
+    later = first.task(owner, target.url("/later"), executionDelay=3_600_000)
+    hanging = first.task(owner, target.url("/slow"), executionDelay=1)
+    target.wait_for(1, "/slow")
+    asked = time.monotonic()
+    assert first.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - asked < 8  # the in-flight request was given up after the grace
+    assert "Stopped instance" in first.log()
+
+    second = serve()
+    # the request cut off by the stop is sent again at once
+    (_, again) = target.wait_for(2, "/slow", timeout=10)
+    assert again.header("X-Tasks-Queue-Id") == hanging["id"]
+    assert again.at_ms - second.spawned_at < 5000
+    done = second.wait(owner, hanging["id"], lambda t: t["state"] != "RUNNING", 10)
+    assert done["state"] == "SUCCESS"
+    kept = second.get(owner, later["id"])
+    assert kept["state"] == "RUNNING"
+    assert kept["estimateExecutionAt"] == later["estimateExecutionAt"]
+    assert second.stop(signal.SIGINT) == 0
+    assert "Stopped instance" in second.log()
+    assert target.arrivals_at("/later") == []
