@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -63,7 +64,14 @@ def create_app(settings: Settings) -> Starlette:
         )
         await scheduler.start()
         app.state.services = Services(settings, store, codec, scheduler)
-        log.info("Started instance %s on %s", scheduler.instance_id, settings.path_sqlite)
+        log.info(
+            "Tasks Server listening on http://%s:%d (pid %d, instance %s, database %s)",
+            settings.host,
+            settings.port,
+            os.getpid(),
+            scheduler.instance_id,
+            settings.path_sqlite,
+        )
         try:
             yield
         finally:

@@ -65,16 +65,13 @@ def serve(host: str | None, port: int | None, env_file: str | None) -> None:
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log)
-    logging.getLogger("tasks_server").info(
-        "Tasks Server listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
-    )
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level="info" if settings.log else "warning",
+        log_level="warning",  # our own start-up line says where we listen
         access_log=False,
         timeout_graceful_shutdown=max(1, settings.shutdown_grace_ms // 1000 + 1),
     )

@@ -1,4 +1,4 @@
-"""Sealed forms of what a task stores: its canonical payload, metadata and last response."""
+"""Sealed forms of what a task stores: its canonical payload, metadata, last response and error."""
 
 from __future__ import annotations
 
@@ -45,3 +45,14 @@ class TaskCodec:
         if sealed is None:
             return None
         return self._cipher.open(sealed, f"{task_id}:response")
+
+    def seal_error(self, task_id: str, error: str | None) -> bytes | None:
+        # libcurl's messages name the target host, which is part of the sealed request
+        if error is None:
+            return None
+        return self._cipher.seal(error.encode(), f"{task_id}:error")
+
+    def open_error(self, task_id: str, sealed: bytes | None) -> str | None:
+        if sealed is None:
+            return None
+        return self._cipher.open(sealed, f"{task_id}:error").decode()

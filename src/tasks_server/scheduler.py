@@ -68,7 +68,7 @@ def plan_outcome(
         state=state,
         status_code=result.status_code,
         response=result.body,
-        error=result.error,
+        error=None,  # sealed by the caller, like the response
         retry_count=retry_count,
         estimate_next_retry_at=retry_at or 0,
         estimate_end_at=0 if retry_at is not None else now,
@@ -247,7 +247,9 @@ class Scheduler:
         result = future.result()
         record = plan_outcome(claimed, retry_policy(spec), result, now_ms())
         record = msgspec.structs.replace(
-            record, response=self._codec.seal_response(claimed.id, record.response)
+            record,
+            response=self._codec.seal_response(claimed.id, record.response),
+            error=self._codec.seal_error(claimed.id, result.error),
         )
         _log_outcome(record, result)
         self._records.append(record)

@@ -154,6 +154,20 @@ def test_task_data_is_encrypted_on_disk(tmp_path: Path, target: Target) -> None:
         assert marker not in content, f"{MARKER} in clear in {name} after stop"
 
 
+def test_transport_errors_are_encrypted_on_disk(tmp_path: Path) -> None:
+    """libcurl's message names the host, which is part of the sealed request."""
+    settings = conftest.test_settings(tmp_path)
+    db = Path(settings.path_sqlite)
+    host = f"{MARKER.lower()}.invalid"
+    with running(settings) as api:
+        owner = api.owner()
+        task = api.task(owner, {"httpRequest": {"url": f"http://{host}/cb", "method": "GET"}})
+        done = api.wait_state(owner, task["id"], "ERROR")
+        assert host in done["error"]  # the owner reads it back in clear
+        for name, content in _files_of(db).items():
+            assert host.encode() not in content, f"{host} in clear in {name}"
+
+
 # ---- the cipher key ----
 
 

@@ -26,6 +26,7 @@ from tasks_server.api.validation import (
     parse_query,
     parse_task_spec,
 )
+from tasks_server.codec import TaskCodec
 from tasks_server.model import actions
 from tasks_server.model.lifecycle import Action, State, TransitionRefused, target_state
 from tasks_server.model.timing import now_ms
@@ -53,17 +54,14 @@ def lease_ms(spec: TaskSpec, execution_at: int) -> int:
     return longest + LEASE_MARGIN_MS
 
 
-async def register_task(request: Request) -> Response:
-    ctx = services(request)
-    owner = await authenticate(request, ctx.store)
-    data = await read_json(request, ctx.settings.max_size_body_request)
-    now = now_ms()
-    spec = parse_task_spec(data, now)
-    task_id = str(ULID())
+def new_task_row(
+    task_id: str, owner_id: str, spec: TaskSpec, now: int, codec: TaskCodec
+) -> TaskRow:
+    """The row of a newly registered task, sealed and due at its first attempt."""
     execution_at = execution_time(spec.config, now)
-    row = TaskRow(
+    return TaskRow(
         id=task_id,
-        owner_id=owner.id,
+        owner_id=owner_id,
         state=State.RUNNING,
         created_at=now,
         estimate_execution_at=execution_at,
@@ -75,12 +73,21 @@ async def register_task(request: Request) -> Response:
         attempts=0,
         error=None,
         response=None,
-        metadata=ctx.codec.seal_metadata(task_id, spec.metadata),
-        payload=ctx.codec.seal_spec(task_id, spec),
+        metadata=codec.seal_metadata(task_id, spec.metadata),
+        payload=codec.seal_spec(task_id, spec),
         due_at=execution_at,
         lease_token=None,
         lease_ms=lease_ms(spec, execution_at),
     )
+
+
+async def register_task(request: Request) -> Response:
+    ctx = services(request)
+    owner = await authenticate(request, ctx.store)
+    data = await read_json(request, ctx.settings.max_size_body_request)
+    now = now_ms()
+    spec = parse_task_spec(data, now)
+    row = new_task_row(str(ULID.from_timestamp(now / 1000)), owner.id, spec, now, ctx.codec)
     try:
         await ctx.store.insert_task(row, ctx.settings.max_tasks_in_queue)
     except LimitReached:
@@ -270,5 +277,5 @@ def task_view(ctx: Services, row: TaskRow) -> TaskView:
         retry_limit=row.retry_limit,
         estimate_next_retry_at=row.estimate_next_retry_at,
         attempts=row.attempts,
-        error=row.error,
+        error=ctx.codec.open_error(row.id, row.error),
     )

@@ -35,7 +35,7 @@ class TaskRow(msgspec.Struct, frozen=True):
     retry_count: int
     retry_limit: int
     attempts: int
-    error: str | None
+    error: bytes | None
     response: bytes | None
     metadata: bytes | None
     payload: bytes
@@ -58,7 +58,7 @@ class TaskChange(msgspec.Struct, frozen=True, omit_defaults=True):
     status_code: int | msgspec.UnsetType = msgspec.UNSET
     retry_count: int | msgspec.UnsetType = msgspec.UNSET
     retry_limit: int | msgspec.UnsetType = msgspec.UNSET
-    error: str | msgspec.UnsetType | None = msgspec.UNSET
+    error: bytes | msgspec.UnsetType | None = msgspec.UNSET
     response: bytes | msgspec.UnsetType | None = msgspec.UNSET
     metadata: bytes | msgspec.UnsetType | None = msgspec.UNSET
     payload: bytes | msgspec.UnsetType = msgspec.UNSET
@@ -89,7 +89,7 @@ class AttemptRecord(msgspec.Struct, frozen=True):
     state: str
     status_code: int
     response: bytes | None
-    error: str | None
+    error: bytes | None
     retry_count: int
     estimate_next_retry_at: int
     estimate_end_at: int

@@ -8,7 +8,7 @@ CREATE TABLE owner (
     tasks_in_queue INTEGER NOT NULL DEFAULT 0
 );
 
--- One row per task. payload/response/metadata are AES-GCM sealed; the
+-- One row per task. payload/response/metadata/error are AES-GCM sealed; the
 -- scheduling columns are clear so they can be indexed. due_at is set only
 -- while the task is RUNNING: the next attempt time, or the lease expiry
 -- while an attempt is in flight (lease_token set).
@@ -24,7 +24,7 @@ CREATE TABLE task (
     retry_count INTEGER NOT NULL DEFAULT 0,
     retry_limit INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
+    error BLOB,
     response BLOB,
     metadata BLOB,
     payload BLOB NOT NULL,
