@@ -36,8 +36,9 @@ CREATE TABLE task (
 
 CREATE INDEX task_due ON task(due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX task_leased ON task(lease_owner) WHERE lease_owner IS NOT NULL;
-CREATE INDEX task_owner_created ON task(owner_id, created_at);
-CREATE INDEX task_owner_state_created ON task(owner_id, state, created_at);
+-- id ends each list index so that "ORDER BY created_at, id" reads the index in order
+CREATE INDEX task_owner_created ON task(owner_id, created_at, id);
+CREATE INDEX task_owner_state_created ON task(owner_id, state, created_at, id);
 
 -- The owner's queue counter follows every way a task leaves RUNNING/PAUSED.
 CREATE TRIGGER task_leaves_queue AFTER UPDATE OF state ON task

@@ -1,0 +1,57 @@
+"""Fill a database with many tasks quickly, through the store (the rows the API writes)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ulid import ULID
+
+from tasks_server.api.auth import key_digest, new_key
+from tasks_server.api.queues import new_task_row
+from tasks_server.api.validation import parse_task_spec
+from tasks_server.codec import TaskCodec
+from tasks_server.crypto import Cipher
+from tasks_server.model.timing import now_ms
+from tasks_server.store.base import OwnerRow
+from tasks_server.store.sqlite import SqliteStore
+
+CHUNK = 5000
+UNLIMITED = 10**12
+
+
+async def fill_database(db: Path, pending: int, overdue: int, target: str) -> dict[str, str]:
+    """`pending` tasks due in a day and `overdue` tasks already due; returns the owner."""
+    store = SqliteStore(str(db))
+    await store.open()
+    codec = TaskCodec(Cipher("bench-cipher-key"))
+    key = new_key()
+    owner = OwnerRow(str(ULID()), "bench-owner", key_digest(key), now_ms(), 0)
+    await store.create_owner(owner)
+    now = now_ms()
+    later = parse_task_spec(
+        {
+            "httpRequest": {"url": f"{target}/t/0/0", "method": "POST", "data": "x" * 300},
+            "config": {"executionDelay": 86_400_000},
+        },
+        now,
+    )
+    # registered two seconds ago with a one-second delay: overdue by one second
+    past = now - 2000
+    due = past + 1
+    overdue_spec = parse_task_spec(
+        {
+            "httpRequest": {"url": f"{target}/t/{due}/0", "method": "GET"},
+            "config": {"executionDelay": 1},
+        },
+        past,
+    )
+    plan = [(later, now)] * pending + [(overdue_spec, past)] * overdue
+    for start in range(0, len(plan), CHUNK):
+        rows = [
+            new_task_row(str(ULID()), owner.id, spec, at, codec)
+            for spec, at in plan[start : start + CHUNK]
+        ]
+        await asyncio.gather(*(store.insert_task(row, UNLIMITED) for row in rows))
+    await store.close()
+    return {"id": owner.id, "key": key}

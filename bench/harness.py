@@ -1,0 +1,418 @@
+"""Benchmarks of Tasks Server: one markdown table of figures against their targets.
+
+Run with `bench/run` (all scenarios, median of 3 runs) or
+`bench/run --quick` (counts scaled down, one run) or `bench/run --only timing`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.baseline import curl_multi_rate
+from bench.server import Server, wrk_get, wrk_register
+from bench.target import Target
+
+REGISTER_RATE_GUESS = 2500  # tasks/s, to plan due times after registration ends
+
+
+@dataclass
+class Figure:
+    scenario: str
+    name: str
+    value: float
+    unit: str
+    target: str
+    passed: Callable[[float], bool]
+
+
+@dataclass
+class Context:
+    target: Target
+    scale: int  # divide counts by this (1 = the issue's counts)
+    notes: list[str]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def wait_arrivals(
+    target: Target, prefix: str, count: int, timeout: float
+) -> list[tuple[float, str, str, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [row for row in target.arrivals() if row[1].startswith(prefix)]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def plan_due(count: int, margin_s: float = 2.0) -> int:
+    return now_ms() + int((count / REGISTER_RATE_GUESS + margin_s) * 1000)
+
+
+# ---- scenarios ----
+
+
+def scenario_register(ctx: Context) -> list[Figure]:
+    count = 20_000 // ctx.scale
+    server = Server().start()
+    try:
+        owner = server.owner()
+        summary = wrk_register(server, owner, count, target=ctx.target.url(""), mode="register")
+    finally:
+        server.stop()
+    seconds = summary["seconds"]
+    if summary["status_errors"] or summary["socket_errors"]:
+        ctx.notes.append(
+            f"register: {summary['status_errors']} non-2xx, "
+            f"{summary['socket_errors']} socket errors"
+        )
+    return [
+        Figure(
+            "register",
+            f"{count} registrations, 64 clients",
+            count / seconds,
+            "tasks/s",
+            ">= 4000",
+            lambda v: v >= 4000,
+        ),
+        Figure(
+            "register", "p99 latency", summary["p99_us"] / 1000, "ms", "<= 50", lambda v: v <= 50
+        ),
+    ]
+
+
+def scenario_burst(ctx: Context) -> list[Figure]:
+    count = 50_000 // ctx.scale
+    ctx.target.reset()
+    server = Server().start()
+    try:
+        owner = server.owner()
+        due = plan_due(count)
+        wrk_register(server, owner, count, target=ctx.target.url(""), mode="burst", due_base=due)
+        if now_ms() > due:
+            ctx.notes.append("burst: registration ended after the due time; figure is pessimistic")
+        rows = wait_arrivals(ctx.target, "/t/", count, timeout=count / 1000 + 60)
+    finally:
+        server.stop()
+    last = max(row[0] for row in rows)
+    rate = len(rows) / max(0.001, (last - due) / 1000)
+    baseline = curl_multi_rate(ctx.target.url("/b/"), count, concurrency=1000)
+    if len(rows) < count:
+        ctx.notes.append(f"burst: only {len(rows)} of {count} arrived")
+    return [
+        Figure(
+            "dispatch burst",
+            f"{count} due at once: due to last arrival",
+            rate,
+            "tasks/s",
+            ">= 10000",
+            lambda v: v >= 10000,
+        ),
+        Figure(
+            "dispatch burst",
+            "bare libcurl baseline, same target",
+            baseline,
+            "req/s",
+            "(reference)",
+            lambda v: True,
+        ),
+        Figure(
+            "dispatch burst",
+            "ratio to baseline",
+            rate / baseline,
+            "x",
+            ">= 0.5",
+            lambda v: v >= 0.5,
+        ),
+    ]
+
+
+def scenario_timing(ctx: Context) -> list[Figure]:
+    count = 10_000 // ctx.scale
+    spread = 20_000 // min(ctx.scale, 4)
+    ctx.target.reset()
+    server = Server().start()
+    try:
+        owner = server.owner()
+        due = plan_due(count)
+        wrk_register(
+            server,
+            owner,
+            count,
+            target=ctx.target.url(""),
+            mode="timing",
+            due_base=due,
+            spread_ms=spread,
+        )
+        rows = wait_arrivals(
+            ctx.target, "/t/", count, timeout=(due - now_ms()) / 1000 + spread / 1000 + 30
+        )
+    finally:
+        server.stop()
+    lateness = [arrival - int(uri.split("/")[2]) for arrival, uri, _, _ in rows]
+    return [
+        Figure(
+            "timing",
+            f"{count} over {spread // 1000} s: lateness p50",
+            percentile(lateness, 50),
+            "ms",
+            "<= 2",
+            lambda v: v <= 2,
+        ),
+        Figure(
+            "timing", "lateness p99", percentile(lateness, 99), "ms", "<= 10", lambda v: v <= 10
+        ),
+        Figure("timing", "lateness max", max(lateness), "ms", "<= 50", lambda v: v <= 50),
+    ]
+
+
+def scenario_retry(ctx: Context) -> list[Figure]:
+    count = 10_000 // ctx.scale
+    spread = 10_000 // min(ctx.scale, 4)
+    ctx.target.reset()
+    server = Server().start()
+    try:
+        owner = server.owner()
+        due = plan_due(count)
+        wrk_register(
+            server,
+            owner,
+            count,
+            target=ctx.target.url(""),
+            mode="retry",
+            due_base=due,
+            spread_ms=spread,
+        )
+        rows = wait_arrivals(
+            ctx.target, "/fail/", count * 4, timeout=(due - now_ms()) / 1000 + spread / 1000 + 60
+        )
+    finally:
+        server.stop()
+    lateness = [
+        arrival - int(planned) for arrival, _, retry, planned in rows if retry not in ("-", "")
+    ]
+    return [
+        Figure(
+            "retry storm",
+            f"{count} tasks x 3 failures, 100 ms apart: retry lateness p99",
+            percentile(lateness, 99),
+            "ms",
+            "<= 20",
+            lambda v: v <= 20,
+        ),
+    ]
+
+
+def fill(db: Path, pending: int, overdue: int, target: str) -> dict[str, str]:
+    """Write tasks straight through the store (same rows as the API writes)."""
+    from bench.fill import fill_database
+
+    return asyncio.run(fill_database(db, pending, overdue, target))
+
+
+def scenario_scale(ctx: Context) -> list[Figure]:
+    sizes = (0, 100_000 // ctx.scale, 1_000_000 // ctx.scale)
+    rss: dict[int, float] = {}
+    per_task = 0.0
+    for size in sizes:
+        data = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+        fill(data / "tasks.db", size, 0, ctx.target.url(""))
+        if size == sizes[-1]:
+            per_task = sum(p.stat().st_size for p in data.glob("tasks.db*")) / size
+        server = Server(data).start()
+        try:
+            time.sleep(2)
+            rss[size] = server.rss_mb()
+        finally:
+            server.stop()
+            shutil.rmtree(data, ignore_errors=True)
+    return [
+        Figure("scale", "RSS with 0 pending", rss[sizes[0]], "MB", "(reference)", lambda v: True),
+        Figure(
+            "scale",
+            f"RSS with {sizes[1]} pending",
+            rss[sizes[1]],
+            "MB",
+            "(reference)",
+            lambda v: True,
+        ),
+        Figure(
+            "scale",
+            f"RSS with {sizes[2]} pending",
+            rss[sizes[2]],
+            "MB",
+            "<= 150",
+            lambda v: v <= 150,
+        ),
+        Figure(
+            "scale",
+            f"RSS growth {sizes[1]} -> {sizes[2]}",
+            rss[sizes[2]] - rss[sizes[1]],
+            "MB",
+            "<= 20",
+            lambda v: v <= 20,
+        ),
+        Figure(
+            "disk",
+            "database bytes per pending task (300-byte body)",
+            per_task,
+            "bytes",
+            "<= 1536",
+            lambda v: v <= 1536,
+        ),
+    ]
+
+
+def scenario_startup(ctx: Context) -> list[Figure]:
+    pending, overdue = 1_000_000 // ctx.scale, 10_000 // ctx.scale
+    data = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    fill(data / "tasks.db", pending, overdue, ctx.target.url(""))
+    ctx.target.reset()
+    server = Server(data)
+    try:
+        server.start()
+        started = server.started_at * 1000
+        rows = wait_arrivals(ctx.target, "/t/", overdue, timeout=60)
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    times = sorted(row[0] for row in rows)
+    return [
+        Figure(
+            "start-up",
+            f"{pending} pending, {overdue} overdue: start to first arrival",
+            (times[0] - started) / 1000,
+            "s",
+            "<= 2",
+            lambda v: v <= 2,
+        ),
+        Figure(
+            "start-up",
+            f"start to all {overdue} overdue delivered",
+            (times[-1] - started) / 1000,
+            "s",
+            "<= 3",
+            lambda v: v <= 3,
+        ),
+    ]
+
+
+def scenario_list(ctx: Context) -> list[Figure]:
+    stored = 1_000_000 // ctx.scale
+    data = Path(tempfile.mkdtemp(prefix="bench-list-"))
+    owner = fill(data / "tasks.db", stored, 0, ctx.target.url(""))
+    server = Server(data).start()
+    try:
+        result = wrk_get(server, owner, "/v1/queues?state=RUNNING&limit=100", seconds=5)
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return [
+        Figure(
+            "list",
+            f"GET ?state=RUNNING&limit=100 with {stored} stored: p99",
+            result["p99_us"] / 1000,
+            "ms",
+            "<= 20",
+            lambda v: v <= 20,
+        ),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Context], list[Figure]]] = {
+    "register": scenario_register,
+    "burst": scenario_burst,
+    "timing": scenario_timing,
+    "retry": scenario_retry,
+    "scale": scenario_scale,
+    "startup": scenario_startup,
+    "list": scenario_list,
+}
+
+
+def median_figures(runs: list[list[Figure]]) -> list[Figure]:
+    merged = []
+    for figures in zip(*runs, strict=True):
+        first = figures[0]
+        value = statistics.median(f.value for f in figures)
+        merged.append(
+            Figure(first.scenario, first.name, value, first.unit, first.target, first.passed)
+        )
+    return merged
+
+
+def render(figures: list[Figure], ctx: Context, runs: int) -> str:
+    lines = [
+        f"Target: {ctx.target.kind}. Figures are the median of {runs} run(s)"
+        + (f", counts divided by {ctx.scale}" if ctx.scale > 1 else "")
+        + ".",
+        "",
+        "| scenario | figure | value | unit | target | pass |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        value = f"{f.value:,.1f}" if abs(f.value) < 100 else f"{f.value:,.0f}"
+        verdict = "pass" if f.passed(f.value) else "FAIL"
+        lines.append(f"| {f.scenario} | {f.name} | {value} | {f.unit} | {f.target} | {verdict} |")
+    if ctx.notes:
+        lines += ["", *[f"- {note}" for note in ctx.notes]]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="counts / 20 and one run (CI smoke)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run only this scenario (repeatable)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per scenario (default 3, quick 1)"
+    )
+    parser.add_argument("--scale", type=int, default=None, help="divide counts by this (quick: 20)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True)
+    if shutil.which("wrk") is None:
+        print("bench needs wrk (apt-get install wrk)", file=sys.stderr)
+        return 2
+    runs = args.runs or (1 if args.quick else 3)
+    scale = args.scale or (20 if args.quick else 1)
+    ctx = Context(Target(), scale, [])
+    try:
+        figures: list[Figure] = []
+        for name in args.only or list(SCENARIOS):
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            figures += median_figures([SCENARIOS[name](ctx) for _ in range(runs)])
+        print(render(figures, ctx, runs))
+    finally:
+        ctx.target.stop()
+    return 0 if all(f.passed(f.value) for f in figures) or scale > 1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
