@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import uvicorn
 
 from tasks_server.app import create_app
+from tasks_server.cli import server_options
 from tasks_server.config import Settings
 from tests.targets import Target, wait_until
 
@@ -86,7 +88,11 @@ class ServerThread:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(settings), log_level="warning", access_log=False, lifespan="on"
+            create_app(settings),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            **server_options(settings),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -113,6 +119,21 @@ def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@contextmanager
+def running_api(directory: Path, **overrides: Any) -> Iterator[Api]:
+    """A server on a database in `directory`, with Settings overrides, for one `with` block
+    (a module-scoped fixture shares one between the tests of a file)."""
+    settings = test_settings(directory, **overrides)
+    server = ServerThread(settings)
+    server.start()
+    api = Api(f"http://127.0.0.1:{server.port}", settings)
+    try:
+        yield api
+    finally:
+        api.close()
+        server.stop()
 
 
 @pytest.fixture

@@ -88,3 +88,47 @@ def test_env_file_line_without_equals_is_refused(tmp_path: Path) -> None:
     env_file.write_text("PORT=1\nnonsense\n")
     with pytest.raises(SettingsError, match=r"bad\.env:2"):
         read_env_file(str(env_file))
+
+
+def test_hardening_variables_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "MAX_THROTTLE_REQUEST": "10",
+            "MAX_THROTTLE_TIME_WINDOW": "60000",
+            "TRUST_PROXY_HEADERS": "1",
+            "REGISTRATION_TOKEN": "abcdefghijklmnop-._~+/==",
+            "PATH_TLS_CERT": "/tls/cert.pem",
+            "PATH_TLS_KEY": "/tls/key.pem",
+            "PATH_TLS_CA": "/tls/ca.pem",
+        }
+    )
+    assert (settings.max_throttle_request, settings.max_throttle_time_window) == (10, 60000)
+    assert settings.throttled and settings.trust_proxy_headers
+    assert settings.registration_token == "abcdefghijklmnop-._~+/=="
+    assert settings.tls
+    assert (settings.path_tls_cert, settings.path_tls_key, settings.path_tls_ca) == (
+        "/tls/cert.pem",
+        "/tls/key.pem",
+        "/tls/ca.pem",
+    )
+    defaults = Settings.from_env({})
+    assert not defaults.throttled and not defaults.tls and not defaults.registration_token
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MAX_THROTTLE_REQUEST": "10"}, "MAX_THROTTLE_TIME_WINDOW"),  # one without the other
+        ({"MAX_THROTTLE_TIME_WINDOW": "1000"}, "MAX_THROTTLE_REQUEST"),
+        ({"MAX_THROTTLE_REQUEST": "-1"}, "MAX_THROTTLE_REQUEST"),
+        ({"REGISTRATION_TOKEN": "too-short"}, "REGISTRATION_TOKEN"),
+        ({"REGISTRATION_TOKEN": "sixteen chars but spaces"}, "REGISTRATION_TOKEN"),
+        ({"REGISTRATION_TOKEN": "=" * 20}, "REGISTRATION_TOKEN"),
+        ({"TRUST_PROXY_HEADERS": "maybe"}, "TRUST_PROXY_HEADERS"),
+        ({"PATH_TLS_KEY": "/tls/key.pem"}, "PATH_TLS_CERT"),
+        ({"PATH_TLS_CA": "/tls/ca.pem"}, "PATH_TLS_CERT"),
+    ],
+)
+def test_bad_hardening_settings_are_refused(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)

@@ -8,13 +8,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from tasks_server.api import owners, queues
 from tasks_server.api.errors import EXCEPTION_HANDLERS
+from tasks_server.api.openapi import openapi_routes
+from tasks_server.api.security_headers import SecurityHeaders
 from tasks_server.api.services import Services
+from tasks_server.api.throttle import Throttle
+from tasks_server.backup import BackupSchedule
 from tasks_server.codec import TaskCodec
 from tasks_server.config import Settings
 from tasks_server.crypto import Cipher, load_or_create_secret
@@ -33,6 +38,7 @@ ROUTES = [
     Route("/v1/owners/register", owners.register_owner, methods=["POST"]),
     Route("/v1/owners/{name}", owners.get_owner, methods=["GET"]),
     Route("/v1/owners/{name}", owners.delete_owner, methods=["DELETE"]),
+    Route("/v1/owners/{name}/rotate-key", owners.rotate_owner_key, methods=["POST"]),
     Route("/v1/queues/register", queues.register_task, methods=["POST"]),
     Route("/v1/queues", queues.list_tasks, methods=["GET"]),
     Route("/v1/queues/{task_id}", queues.get_task, methods=["GET"]),
@@ -62,10 +68,13 @@ def create_app(settings: Settings) -> Starlette:
             stale_after_ms=settings.instance_stale_ms,
             shutdown_grace_ms=settings.shutdown_grace_ms,
         )
+        backups = BackupSchedule(settings, scheduler.instance_id)  # bad settings raise here
         await scheduler.start()
+        await backups.start()
         app.state.services = Services(settings, store, codec, scheduler)
         log.info(
-            "Tasks Server listening on http://%s:%d (pid %d, instance %s, database %s)",
+            "Tasks Server listening on %s://%s:%d (pid %d, instance %s, database %s)",
+            "https" if settings.tls else "http",
             settings.host,
             settings.port,
             os.getpid(),
@@ -75,8 +84,24 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await backups.stop()
             await scheduler.stop()
             await store.close()
             log.info("Stopped instance %s", scheduler.instance_id)
 
-    return Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    middleware = [Middleware(SecurityHeaders)]
+    if settings.throttled:
+        middleware.append(
+            Middleware(
+                Throttle,
+                limit=settings.max_throttle_request,
+                window_ms=settings.max_throttle_time_window,
+                trust_proxy_headers=settings.trust_proxy_headers,
+            )
+        )
+    return Starlette(
+        routes=[*ROUTES, *openapi_routes(settings)],
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+from croniter import croniter
 
 
 class SettingsError(ValueError):
@@ -26,6 +29,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_in_flight: int = 1000
     shutdown_grace_ms: int = 10_000
     instance_stale_ms: int = 3_000
+    allow_file_paths: bool = False  # ca, cert, key may name files on this server
+    tz: str = ""
+    backup_enabled: bool = True
+    backup_method_sqlite: str = "LOCAL"
+    backup_path_dir_sqlite: str = ""  # empty: <data dir>/backups
+    backup_cron_pattern_sqlite: str = "0 0 * * *"
+    backup_cron_tz_sqlite: str = ""  # empty: TZ, else UTC
+    backup_retention: int = 7
+    backup_encrypt: bool = False
+    backup_object_storage_endpoint: str = ""
+    backup_object_storage_access_key: str = ""
+    backup_object_storage_secret_key: str = ""
+    backup_object_storage_bucket_name: str = ""
+    backup_object_storage_path: str = ""
+    backup_object_storage_path_style: bool = False
+    s3_region: str = ""
+    s3_session_token: str = ""
+    max_throttle_request: int = 0
+    max_throttle_time_window: int = 0
+    trust_proxy_headers: bool = False
+    registration_token: str = ""
+    path_tls_cert: str = ""
+    path_tls_key: str = ""
+    path_tls_ca: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -46,9 +73,38 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         values.update(overrides)
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        if (self.max_throttle_request == 0) != (self.max_throttle_time_window == 0):
+            raise SettingsError(
+                "MAX_THROTTLE_REQUEST and MAX_THROTTLE_TIME_WINDOW are both 0 (off) or both set"
+            )
+        if self.path_tls_key and not self.path_tls_cert:
+            raise SettingsError("PATH_TLS_KEY needs PATH_TLS_CERT")
+        if self.path_tls_ca and not self.path_tls_cert:
+            raise SettingsError("PATH_TLS_CA needs PATH_TLS_CERT")
+
     @property
     def data_dir(self) -> Path:
         return Path(self.path_sqlite).parent
+
+    @property
+    def backup_dir(self) -> Path:
+        """Where LOCAL backups go: BACKUP_PATH_DIR_SQLITE, else `backups` beside the database."""
+        if self.backup_path_dir_sqlite:
+            return Path(self.backup_path_dir_sqlite)
+        return self.data_dir / "backups"
+
+    @property
+    def backup_time_zone(self) -> str:
+        return self.backup_cron_tz_sqlite or self.tz or "UTC"
+
+    @property
+    def throttled(self) -> bool:
+        return self.max_throttle_request > 0
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.path_tls_cert)
 
 
 def _flag(raw: str) -> bool:
@@ -74,6 +130,38 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _bearer_token(raw: str) -> str:
+    # RFC 6750 token characters, so that it travels in an Authorization header as it is
+    if len(raw) < 16 or not re.fullmatch(r"[A-Za-z0-9\-._~+/]+=*", raw):
+        raise ValueError("expected at least 16 letters, digits or - . _ ~ + / (then = padding)")
+    return raw
+
+
+def _backup_method(raw: str) -> str:
+    method = raw.upper()
+    if method not in {"LOCAL", "OBJECT_STORAGE"}:
+        raise ValueError("expected LOCAL or OBJECT_STORAGE")
+    return method
+
+
+def _cron_pattern(raw: str) -> str:
+    # five fields, or six with the seconds first (as the original's Croner reads them)
+    if not croniter.is_valid(raw, second_at_beginning=True):
+        raise ValueError("expected a cron pattern: [second] minute hour day month weekday")
+    return raw
+
+
+def _time_zone(raw: str) -> str:
+    name = raw.removeprefix(":")
+    if name.startswith("/"):  # a zone file, as POSIX TZ allows: named by its path in zoneinfo/
+        name = os.path.realpath(name).partition("zoneinfo/")[2]
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected an IANA time zone such as UTC or Asia/Jakarta") from None
+    return name
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -94,6 +182,33 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("MAX_IN_FLIGHT", "max_in_flight", _positive_int),
     ("SHUTDOWN_GRACE_MS", "shutdown_grace_ms", _non_negative_int),
     ("INSTANCE_STALE_MS", "instance_stale_ms", _positive_int),
+    ("ALLOW_FILE_PATHS", "allow_file_paths", _flag),
+    ("TZ", "tz", _time_zone),
+    ("BACKUP_ENABLED", "backup_enabled", _flag),
+    ("BACKUP_METHOD_SQLITE", "backup_method_sqlite", _backup_method),
+    ("BACKUP_PATH_DIR_SQLITE", "backup_path_dir_sqlite", str),
+    ("BACKUP_CRON_PATTERN_SQLITE", "backup_cron_pattern_sqlite", _cron_pattern),
+    ("BACKUP_CRON_TZ_SQLITE", "backup_cron_tz_sqlite", _time_zone),
+    ("BACKUP_RETENTION", "backup_retention", _positive_int),
+    ("BACKUP_ENCRYPT", "backup_encrypt", _flag),
+    ("BACKUP_OBJECT_STORAGE_ENDPOINT", "backup_object_storage_endpoint", str),
+    ("BACKUP_OBJECT_STORAGE_ACCESS_KEY", "backup_object_storage_access_key", str),
+    ("BACKUP_OBJECT_STORAGE_SECRET_KEY", "backup_object_storage_secret_key", str),
+    ("BACKUP_OBJECT_STORAGE_BUCKET_NAME", "backup_object_storage_bucket_name", str),
+    ("BACKUP_OBJECT_STORAGE_PATH", "backup_object_storage_path", str),
+    ("BACKUP_OBJECT_STORAGE_PATH_STYLE", "backup_object_storage_path_style", _flag),
+    # two variables per field: the later row wins, so S3_* is taken over AWS_*
+    ("AWS_REGION", "s3_region", str),
+    ("S3_REGION", "s3_region", str),
+    ("AWS_SESSION_TOKEN", "s3_session_token", str),
+    ("S3_SESSION_TOKEN", "s3_session_token", str),
+    ("MAX_THROTTLE_REQUEST", "max_throttle_request", _non_negative_int),
+    ("MAX_THROTTLE_TIME_WINDOW", "max_throttle_time_window", _non_negative_int),
+    ("TRUST_PROXY_HEADERS", "trust_proxy_headers", _flag),
+    ("REGISTRATION_TOKEN", "registration_token", _bearer_token),
+    ("PATH_TLS_CERT", "path_tls_cert", str),
+    ("PATH_TLS_KEY", "path_tls_key", str),
+    ("PATH_TLS_CA", "path_tls_ca", str),
 )
 
 

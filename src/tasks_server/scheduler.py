@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from contextlib import suppress
 
 import msgspec
@@ -29,7 +30,7 @@ from tasks_server.dispatch.outcome import AttemptResult
 from tasks_server.model.lifecycle import State
 from tasks_server.model.retry import RetryPolicy
 from tasks_server.model.timing import now_ms
-from tasks_server.store.base import AttemptRecord, ClaimedTask, Store
+from tasks_server.store.base import AttemptRecord, Claim, ClaimedTask, Store
 
 log = logging.getLogger("tasks_server")
 
@@ -179,29 +180,27 @@ class Scheduler:
     async def _claim_round(self) -> float | None:
         """Claim what is due; return how long to sleep, or None to look again at once."""
         free = self._max_in_flight - len(self._in_flight)
-        if free > 0:
-            limit = min(free, CLAIM_BATCH)
-            claimed = await self._claim(limit)
-            if len(claimed) == limit:
-                return None  # more may be due right now
-        delay = IDLE_POLL_S
-        if free > 0:
-            next_due = await self._store.next_due_at()
-            if next_due is not None:
-                delay = min(delay, max(0.0, (next_due - now_ms()) / 1000))
-        return delay
+        if free <= 0:
+            return IDLE_POLL_S  # a finished attempt wakes us
+        limit = min(free, CLAIM_BATCH)
+        claim = await self._claim(limit)
+        if len(claim.tasks) == limit:
+            return None  # more may be due right now
+        if claim.next_due_at is None:
+            return IDLE_POLL_S
+        return min(IDLE_POLL_S, max(0.0, claim.next_due_at / 1000 - time.time()))
 
-    async def _claim(self, limit: int) -> list[ClaimedTask]:
+    async def _claim(self, limit: int) -> Claim:
         now = now_ms()
         token = secrets.randbits(62)
-        claimed = await self._store.claim_due_tasks(now, limit, self.instance_id, token)
-        for task in claimed:
+        claim = await self._store.claim_due_tasks(now, limit, self.instance_id, token)
+        for task in claim.tasks:
             try:
                 self._dispatch(task, now)
             except Exception:
                 # the others of the batch still go; this one runs again when its lease ends
                 log.exception("Task %s could not be dispatched", task.id)
-        return claimed
+        return claim
 
     def _dispatch(self, claimed: ClaimedTask, now: int) -> None:
         assert self._engine is not None

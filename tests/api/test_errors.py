@@ -336,3 +336,24 @@ def test_good_list_query_is_200(shared: Api, me: Owner, query: str) -> None:
     reply = shared.http.get(f"/v1/queues?{query}", headers=me.headers)
     assert reply.status_code == 200, reply.text
     assert reply.json() == []
+
+
+def test_client_leaving_mid_body_is_not_logged_as_an_error(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+    import time
+
+    api = start_server()
+    owner = api.owner()
+    host, port = api.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/queues/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {owner.key}\r\nX-Tasks-Owner-Id: {owner.id}\r\n".encode()
+            + b'Content-Length: 1000\r\n\r\n{"httpRequest"'
+        )
+        time.sleep(0.2)  # let the server start reading the body before we leave
+    time.sleep(0.3)  # and notice that we left
+    assert api.http.get("/status").status_code == 200
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -7,6 +7,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner, ServerThread
+from tests.conftest import Api, Owner, ServerThread, running_api
 from tests.conftest import test_settings as make_settings
 from tests.targets import Target
 
@@ -312,3 +313,128 @@ def test_key_is_stored_only_as_its_sha256_digest(api: Api) -> None:
     raw = b"".join(path.read_bytes() for path in database_files(api.settings.path_sqlite))
     assert owner.key.encode() not in raw
     assert digest in raw  # the digest itself is what is kept
+
+
+# ---- rotate the key ----
+
+
+def test_rotate_key_returns_a_new_key_once_and_the_old_one_stops_working(
+    shared: Api, target: Target
+) -> None:
+    owner = shared.owner()
+    task = far_task(shared, owner, target.url("/cb"))
+    reply = shared.http.post(f"/v1/owners/{owner.name}/rotate-key", headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["cache-control"] == "no-store"
+    body = reply.json()
+    assert set(body) == {"id", "key"}
+    assert body["id"] == owner.id
+    assert KEY.match(body["key"]) and body["key"] != owner.key
+    rotated = Owner(owner.id, body["key"], owner.name)
+    for path in (f"/v1/owners/{owner.name}", "/v1/queues", f"/v1/queues/{task['id']}"):
+        assert_error(shared.http.get(path, headers=owner.headers), 401)
+        assert shared.http.get(path, headers=rotated.headers).status_code == 200
+    # the old key cannot rotate again either; the owner's tasks are all still there
+    again = shared.http.post(f"/v1/owners/{owner.name}/rotate-key", headers=owner.headers)
+    assert_error(again, 401)
+    assert [t["id"] for t in shared.http.get("/v1/queues", headers=rotated.headers).json()] == [
+        task["id"]
+    ]
+
+
+def test_rotated_key_is_stored_only_as_its_digest(api: Api) -> None:
+    owner = api.owner("rotating-owner")
+    reply = api.http.post(f"/v1/owners/{owner.name}/rotate-key", headers=owner.headers)
+    new_key = reply.json()["key"]
+    with sqlite3.connect(f"file:{api.settings.path_sqlite}?mode=ro", uri=True) as conn:
+        (stored,) = conn.execute(
+            "SELECT key_digest FROM owner WHERE id = ?", (owner.id,)
+        ).fetchone()
+    assert stored == hashlib.sha256(new_key.encode()).digest()
+
+
+def test_concurrent_rotations_with_one_key_give_exactly_one_new_key(shared: Api) -> None:
+    owner = shared.owner()
+    url = f"{shared.base_url}/v1/owners/{owner.name}/rotate-key"
+
+    def rotate(_: int) -> httpx.Response:
+        return httpx.post(url, headers=owner.headers, timeout=10)
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(rotate, range(8)))
+    winners = [reply for reply in replies if reply.status_code == 200]
+    assert len(winners) == 1, [reply.status_code for reply in replies]
+    assert {reply.status_code for reply in replies} - {200} <= {401}
+    rotated = Owner(owner.id, winners[0].json()["key"], owner.name)
+    assert shared.http.get(f"/v1/owners/{owner.name}", headers=rotated.headers).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["Invalid Name", "x", "-bad-"])
+def test_rotate_key_with_an_invalid_name_is_400(shared: Api, name: str) -> None:
+    owner = shared.owner()
+    reply = shared.http.post(f"/v1/owners/{name}/rotate-key", headers=owner.headers)
+    assert set(assert_error(reply, 400)["fields"]) == {"name"}
+    assert shared.http.get(f"/v1/owners/{owner.name}", headers=owner.headers).status_code == 200
+
+
+# ---- REGISTRATION_TOKEN ----
+
+TOKEN = "registration-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """A server whose owner registration needs REGISTRATION_TOKEN."""
+    with running_api(tmp_path_factory.mktemp("closed"), registration_token=TOKEN) as api:
+        yield api
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", f"Basic {TOKEN}", f"bearer {TOKEN}", f"Bearer  {TOKEN}", "Bearer a b"],
+)
+def test_registration_without_the_token_is_403(closed: Api, authorization: str | None) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    reply = closed.http.post("/v1/owners/register", json={"name": "no-token"}, headers=headers)
+    assert_error(reply, 403)
+
+
+@pytest.mark.parametrize("token", [TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "x" * 64])
+def test_registration_with_a_wrong_token_is_401(closed: Api, token: str) -> None:
+    reply = closed.http.post(
+        "/v1/owners/register",
+        json={"name": "wrong-token"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert_error(reply, 401)
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_registration_with_the_token_is_201_and_the_owner_works(closed: Api) -> None:
+    reply = closed.http.post(
+        "/v1/owners/register",
+        json={"name": "has-token"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert reply.status_code == 201, reply.text
+    body = reply.json()
+    owner = Owner(body["id"], body["key"], "has-token")
+    assert closed.http.get("/v1/owners/has-token", headers=owner.headers).status_code == 200
+    # the registration token is not an owner key: it opens nothing else
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Tasks-Owner-Id": owner.id}
+    assert_error(closed.http.get("/v1/owners/has-token", headers=headers), 403)
+
+
+def test_token_is_checked_before_the_body(closed: Api) -> None:
+    for raw in (b"{not json", b'{"name": "X"}', b"x" * 100_000):
+        reply = closed.http.post(
+            "/v1/owners/register", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert_error(reply, 403)
+
+
+def test_without_a_token_registration_is_open_whatever_the_headers(shared: Api) -> None:
+    reply = shared.http.post(
+        "/v1/owners/register", json={"name": "open-door"}, headers={"Authorization": "Bearer x"}
+    )
+    assert reply.status_code == 201, reply.text

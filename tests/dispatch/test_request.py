@@ -53,18 +53,6 @@ def multipart_fields(arrival: Arrival) -> list[tuple[str, str]]:
     return fields
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_target(ca: trustme.CA) -> Iterator[Target]:
-    server = Target(ssl_context=tls_context(ca))
-    yield server
-    server.close()
-
-
 # ---- method, url, query ----
 
 
@@ -365,13 +353,11 @@ def test_location_false_takes_the_redirect_as_the_answer(
 # ---- TLS ----
 
 
-def test_untrusted_certificate_fails_with_tls_error(
-    api: Api, owner: Owner, tls_target: Target
-) -> None:
+def test_untrusted_certificate_fails_with_tls_error(api: Api, owner: Owner, https: Target) -> None:
     done = run(
         api,
         owner,
-        {"url": tls_target.url("/t"), "method": "GET"},
+        {"url": https.url("/t"), "method": "GET"},
         {"retry": 1, "retryInterval": 50},
     )
     assert done["state"] == "ERROR", done
@@ -379,19 +365,19 @@ def test_untrusted_certificate_fails_with_tls_error(
     assert "certificate" in done["error"].lower(), done["error"]
     assert done["attempts"] == 2  # a TLS failure is retried like any failure
     assert done["retryCount"] == 1
-    assert tls_target.arrivals == []  # no request got through the failed handshake
+    assert https.arrivals == []  # no request got through the failed handshake
 
 
-def test_insecure_accepts_the_certificate(api: Api, owner: Owner, tls_target: Target) -> None:
+def test_insecure_accepts_the_certificate(api: Api, owner: Owner, https: Target) -> None:
     done = run(
         api,
         owner,
-        {"url": tls_target.url("/t"), "method": "POST", "data": {"a": 1}},
+        {"url": https.url("/t"), "method": "POST", "data": {"a": 1}},
         {"insecure": True},
     )
     assert done["state"] == "SUCCESS", done
     assert done["error"] is None
-    (arrival,) = tls_target.arrivals_at("/t")
+    (arrival,) = https.arrivals_at("/t")
     assert json.loads(arrival.body) == {"a": 1}
 
 

@@ -78,7 +78,10 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
         owner = api.owner()
     with read_only(db) as conn:
         first = conn.execute("SELECT version, name, applied_at FROM schema_migration").fetchall()
-    assert [(version, name) for version, name, _ in first] == [(1, "0001_initial.sql")]
+    assert [(version, name) for version, name, _ in first] == [
+        (1, "0001_initial.sql"),
+        (2, "0002_backups.sql"),
+    ]
     # a second start applies nothing and keeps the data
     with running(settings) as api:
         reply = api.http.get(f"/v1/owners/{owner.name}", headers=owner.headers)
@@ -98,10 +101,10 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
 def test_apply_migrations_on_an_empty_file(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
     try:
-        assert apply_migrations(conn, "sqlite") == ["0001_initial.sql"]
+        assert apply_migrations(conn, "sqlite") == ["0001_initial.sql", "0002_backups.sql"]
         assert apply_migrations(conn, "sqlite") == []
         rows = conn.execute("SELECT version FROM schema_migration").fetchall()
-        assert rows == [(1,)]
+        assert rows == [(1,), (2,)]
     finally:
         conn.close()
 

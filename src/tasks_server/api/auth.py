@@ -16,6 +16,10 @@ from tasks_server.store.base import OwnerRow, Store
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_LENGTH = 64
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9]{64})\Z")
+# RFC 6750 b64token: what a REGISTRATION_TOKEN may be made of
+_BEARER_TOKEN = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)\Z")
+# RFC 9110: a 401 says how to authenticate
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tasks-server"'}
 ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\Z", re.IGNORECASE)
 
 
@@ -39,5 +43,21 @@ async def authenticate(request: Request, store: Store) -> OwnerRow:
     if owner is None:
         raise ApiError(403)
     if not hmac.compare_digest(key_digest(bearer.group(1)), owner.key_digest):
-        raise ApiError(401)
+        raise ApiError(401, headers=CHALLENGE)
     return owner
+
+
+def check_registration_token(request: Request, token: str) -> None:
+    """Pass when `token` is empty (registration is open) or the request carries it.
+
+    403 for a missing or malformed Authorization header, 401 for a wrong token.
+    Digests are compared, so the time taken says nothing about the token's
+    length or its first differing character.
+    """
+    if not token:
+        return
+    bearer = _BEARER_TOKEN.match(request.headers.get("authorization", ""))
+    if bearer is None:
+        raise ApiError(403)
+    if not hmac.compare_digest(key_digest(bearer.group(1)), key_digest(token)):
+        raise ApiError(401, headers=CHALLENGE)

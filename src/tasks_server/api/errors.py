@@ -7,10 +7,11 @@ from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from tasks_server.api.schemas import ErrorBody
+from tasks_server.api.security_headers import security_headers
 from tasks_server.api.validation import ValidationFailed
 from tasks_server.store.base import StoreUnavailable
 
@@ -36,6 +37,7 @@ DEFAULT_MESSAGES = {
     404: "Not found",
     405: "Method not allowed",
     413: "The request is too large",
+    429: "Too many requests in a given amount of time",
 }
 _INTERNAL = "Do not retry this request more than once"
 
@@ -102,10 +104,18 @@ async def on_store_unavailable(request: Request, exc: Exception) -> Response:
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("Unexpected error on %s %s", request.method, request.url.path)
-    return error_response(request, 500, "Internal server error")
+    # answered from outside every middleware (Starlette's last resort): add their headers here
+    headers = security_headers(request.scope)
+    return error_response(request, 500, "Internal server error", headers=headers)
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    # the client went away mid-body: nobody reads an answer, and it is not our error
+    return Response(status_code=400)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ClientDisconnect: on_client_disconnect,
     ApiError: on_api_error,
     ValidationFailed: on_validation_failed,
     HTTPException: on_http_exception,

@@ -11,9 +11,11 @@ from tasks_server.api.errors import ApiError, encode_json
 from tasks_server.api.validation import ValidationFailed, decode_json
 
 
-def json_response(request: Request, value: Any, status: int = 200) -> Response:
+def json_response(
+    request: Request, value: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """Encode `value` as JSON; `?pretty` indents it for people reading it."""
-    return Response(encode_json(request, value), status, media_type="application/json")
+    return Response(encode_json(request, value), status, headers, media_type="application/json")
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -24,13 +26,19 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ValidationFailed(
             {"headers.Content-Type": "Expected application/json"}, "Unsupported content type"
         )
+    too_large = ApiError(
+        413,
+        f"The request body cannot be more than {limit} bytes",
+        # the rest of the body is never read: the connection cannot carry another request
+        headers={"Connection": "close"},
+    )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"The request body cannot be more than {limit} bytes")
+        raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"The request body cannot be more than {limit} bytes")
+            raise too_large
         chunks.append(chunk)
     return decode_json(b"".join(chunks))

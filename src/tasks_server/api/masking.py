@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
 import msgspec
 
-from tasks_server.api.schemas import TaskSpec
+from tasks_server.api.schemas import Config, TaskSpec, is_file_path
 
 MASK = "********"
 # header (and query parameter) names whose values are credentials
@@ -52,6 +54,8 @@ def masked_view(spec: TaskSpec) -> dict[str, Any]:
     view.pop("metadata")
     for path in SECRET_PATHS:
         _mask(view, path.split("."))
+    if _cert_holds_private_key(spec.config):
+        _mask(view, ["config", "cert", "value"])
     for path in SECRET_HEADER_RECORDS:
         *parents, leaf = path.split(".")
         record = _walk(view, parents).get(leaf)
@@ -60,6 +64,23 @@ def masked_view(spec: TaskSpec) -> dict[str, Any]:
                 if _SECRET_HEADER.search(name):
                     record[name] = MASK
     return view
+
+
+def _cert_holds_private_key(config: Config) -> bool:
+    """A PKCS#12 bundle, or PEM content with a key in it, is a secret; a bare certificate is not."""
+    cert = config.cert
+    if cert is None or is_file_path(cert.value):
+        return False
+    if config.cert_type == "P12":
+        return True
+    try:
+        content = base64.b64decode("".join(cert.value.split()))
+    except (binascii.Error, ValueError):
+        return True  # cannot tell: keep it hidden
+    if b"PRIVATE KEY" in content:
+        return True
+    # binary that is not declared a DER certificate may be a PKCS#12 bundle: keep it hidden
+    return not content.lstrip().startswith(b"-----") and config.cert_type != "DER"
 
 
 def _walk(view: dict[str, Any], parts: list[str]) -> dict[str, Any]:

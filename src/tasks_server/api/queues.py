@@ -19,6 +19,7 @@ from tasks_server.api.schemas import Done, ListQuery, TaskSpec, TaskView, ms
 from tasks_server.api.services import Services, services
 from tasks_server.api.validation import (
     ValidationFailed,
+    ValidationRules,
     canonical_task_spec,
     convert,
     execution_time,
@@ -86,7 +87,7 @@ async def register_task(request: Request) -> Response:
     owner = await authenticate(request, ctx.store)
     data = await read_json(request, ctx.settings.max_size_body_request)
     now = now_ms()
-    spec = parse_task_spec(data, now)
+    spec = parse_task_spec(data, now, ValidationRules.from_settings(ctx.settings))
     row = new_task_row(str(ULID.from_timestamp(now / 1000)), owner.id, spec, now, ctx.codec)
     try:
         await ctx.store.insert_task(row, ctx.settings.max_tasks_in_queue)
@@ -202,9 +203,10 @@ def _edit_change(ctx: Services, row: TaskRow, patch: dict[str, Any], now: int) -
         # a new delay replaces the stored date (executeAt would otherwise win)
         document.get("config", {}).pop("executeAt", None)
     merged = convert(merge_patch(document, patch), TaskSpec)
+    rules = ValidationRules.from_settings(ctx.settings)
     reschedule = bool(SCHEDULE_FIELDS & set(config_patch))
     if reschedule:
-        spec = canonical_task_spec(merged, now)
+        spec = canonical_task_spec(merged, now, rules=rules)
         execution_at = execution_time(spec.config, now)
         schedule = TaskChange(
             estimate_execution_at=execution_at,
@@ -215,7 +217,7 @@ def _edit_change(ctx: Services, row: TaskRow, patch: dict[str, Any], now: int) -
     else:
         # the task keeps its place in time; only what it sends and how it retries change
         execution_at = row.estimate_execution_at
-        spec = canonical_task_spec(merged, now, execution_at=execution_at)
+        spec = canonical_task_spec(merged, now, execution_at=execution_at, rules=rules)
         schedule = TaskChange()
     return msgspec.structs.replace(
         schedule,

@@ -59,6 +59,38 @@ IpAddress = Annotated[
         "Expected an IPv4 or IPv6 address",
     ),
 ]
+# curl's --dns-servers form: an IP, with a port as 1.2.3.4:5353 or [::1]:5353 (our addition)
+DnsServer = Annotated[
+    str,
+    pattern(
+        r"^(?:(?:\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})?"
+        r"|\[[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\](?::\d{1,5})?"
+        r"|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$",
+        "Expected an IPv4 or IPv6 address, optionally with a port (1.2.3.4:53, [::1]:53)",
+    ),
+]
+DNS_PORT = 53
+
+
+def dns_server_address(text: str) -> tuple[str, int]:
+    """(ip, port) of a DnsServer value; the port is 53 unless given."""
+    if text.startswith("["):
+        ip, _, port = text[1:].partition("]")
+        return ip, int(port[1:]) if port else DNS_PORT
+    if text.count(":") == 1:
+        ip, _, port = text.partition(":")
+        return ip, int(port)
+    return text, DNS_PORT
+
+
+def is_file_path(value: str) -> bool:
+    """A ca, cert or key value naming a server file (absolute path), not base64 content.
+
+    Base64 of a PEM starts with `LS0t`, of DER with `MI`: never with `/`.
+    """
+    return value.startswith("/")
+
+
 Hostname = Annotated[
     str,
     pattern(
@@ -219,7 +251,7 @@ class Config(Strict, frozen=True):
     redirect_attempts: Annotated[int, Meta(ge=0, le=32)] = 8
     proto: Protocol | None = None
     proto_redirect: Protocol | None = None
-    dns_server: Annotated[list[IpAddress], Meta(min_length=1, max_length=4)] | None = None
+    dns_server: Annotated[list[DnsServer], Meta(min_length=1, max_length=4)] | None = None
     resolve: Annotated[list[Resolve], Meta(min_length=1, max_length=4)] | None = None
     doh_url: Url | None = None
     doh_insecure: bool | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import re
 import types
 import typing
@@ -20,8 +21,12 @@ from tasks_server.api.schemas import (
     Config,
     HttpRequest,
     TaskSpec,
+    dns_server_address,
+    is_file_path,
     ms,
 )
+from tasks_server.config import Settings
+from tasks_server.dispatch import capabilities
 from tasks_server.model.timing import MAX_EPOCH_MS, parse_date_ms
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -37,6 +42,25 @@ MAX_JSON_DEPTH = 32
 # the original's refusals: no SSH via resolve; no FTP, SSH, telnet, SMTP or DNS as a proxy
 REFUSED_RESOLVE_PORTS = frozenset({22})
 REFUSED_PROXY_PORTS = frozenset({20, 21, 22, 23, 25, 53})
+
+
+class ValidationRules(msgspec.Struct, frozen=True, kw_only=True):
+    """What this server's settings allow, beyond what the schema says."""
+
+    allow_file_paths: bool = False  # ALLOW_FILE_PATHS: ca, cert, key may name server files
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ValidationRules:
+        return cls(allow_file_paths=settings.allow_file_paths)
+
+
+DEFAULT_RULES = ValidationRules()
+# (field, what it names in messages) of the options that take PEM/DER content or a path
+CERTIFICATE_FIELDS = (("ca", "CA"), ("cert.value", "Cert"), ("key", "Key"))
+CERTIFICATE_CONTENT = (
+    "Expected the base64 of PEM or DER content (or, with ALLOW_FILE_PATHS=1, an absolute path)"
+)
+TLS_ORDER = ("1.0", "1.1", "1.2", "1.3")
 
 
 class ValidationFailed(Exception):
@@ -230,20 +254,27 @@ def _is_union(kind: Any) -> bool:
 # ---- tasks: rules across fields, and the canonical form that is stored ----
 
 
-def parse_task_spec(data: Any, now: int) -> TaskSpec:
+def parse_task_spec(data: Any, now: int, rules: ValidationRules = DEFAULT_RULES) -> TaskSpec:
     """Validate a registration payload and return its canonical form.
 
     Canonical: dates as ms, enums in their stored case, `data` dropped for
     GET/DELETE, executeAt -> executionDelay 0, retryAt -> retry 1.
     """
-    return canonical_task_spec(convert(data, TaskSpec), now)
+    return canonical_task_spec(convert(data, TaskSpec), now, rules=rules)
 
 
-def canonical_task_spec(spec: TaskSpec, now: int, *, execution_at: int | None = None) -> TaskSpec:
+def canonical_task_spec(
+    spec: TaskSpec,
+    now: int,
+    *,
+    execution_at: int | None = None,
+    rules: ValidationRules = DEFAULT_RULES,
+) -> TaskSpec:
     """Apply the cross-field rules and transforms to an already well-typed spec.
 
     `execution_at` keeps an existing task's first-attempt time (an edit that
     does not reschedule); then executeAt need not be in the future any more.
+    `rules` carries what the server's settings allow (file paths).
     """
     errors: dict[str, str] = {}
     request = _canonical_request(spec.http_request, errors)
@@ -272,12 +303,11 @@ def canonical_task_spec(spec: TaskSpec, now: int, *, execution_at: int | None = 
             if getattr(config, _snake(name)) is not None:
                 errors[f"config.{name}"] = "Invalid curl option: browser fetch only"
     _check_addresses(request, config, errors)
+    _check_build_support(request, config, errors)
+    _check_tls_range(config, errors)
     if isinstance(request.cookie, str):
         _check_base64(request.cookie, "httpRequest.cookie", errors)
-    for name in ("ca", "key"):
-        _check_base64(getattr(config, name), f"config.{name}", errors)
-    if config.cert is not None:
-        _check_base64(config.cert.value, "config.cert.value", errors)
+    _check_certificates(config, rules, errors)
     if isinstance(config.hsts, str):
         _check_base64(config.hsts, "config.hsts", errors)
     if errors:
@@ -354,7 +384,12 @@ def _parse_date(value: int | str | None, path: str, errors: dict[str, str]) -> i
     return parsed
 
 
-def _check_base64(value: str | None, path: str, errors: dict[str, str]) -> None:
+def _check_base64(
+    value: str | None,
+    path: str,
+    errors: dict[str, str],
+    message: str = "Expected non-empty base64 content",
+) -> None:
     if value is None:
         return
     try:
@@ -363,7 +398,45 @@ def _check_base64(value: str | None, path: str, errors: dict[str, str]) -> None:
     except (binascii.Error, ValueError):
         decoded = b""
     if not decoded:
-        errors[path] = "Expected non-empty base64 content"
+        errors[path] = message
+
+
+def _check_certificates(config: Config, rules: ValidationRules, errors: dict[str, str]) -> None:
+    """ca, cert.value, key: base64 PEM/DER, or an existing server file when allowed."""
+    values = {
+        "ca": config.ca,
+        "cert.value": config.cert.value if config.cert else None,
+        "key": config.key,
+    }
+    for field, noun in CERTIFICATE_FIELDS:
+        value, path = values[field], f"config.{field}"
+        if value is None or not is_file_path(value):
+            _check_base64(value, path, errors, CERTIFICATE_CONTENT)
+        elif not rules.allow_file_paths:
+            errors[path] = (
+                "File paths are not allowed on this server (ALLOW_FILE_PATHS=1 allows them);"
+                " send the base64 of the PEM or DER content"
+            )
+        elif not os.path.isfile(value):
+            errors[path] = f"{noun} file does not exist"
+
+
+def _check_build_support(request: HttpRequest, config: Config, errors: dict[str, str]) -> None:
+    """Options this libcurl build cannot honour: refused now, not failed on every attempt."""
+    if config.http_version == "3" and not capabilities.HTTP3:
+        errors["config.httpVersion"] = "HTTP/3 is not supported by this server's libcurl"
+    if not capabilities.NTLM:
+        ntlm = "NTLM is not supported by this server's libcurl (built without NTLM)"
+        if request.auth_ntlm is not None:
+            errors["httpRequest.authNtlm"] = ntlm
+        if config.proxy_auth_ntlm is not None:
+            errors["config.proxyAuthNtlm"] = ntlm
+
+
+def _check_tls_range(config: Config, errors: dict[str, str]) -> None:
+    low, high = config.tls_version, config.tls_max_version
+    if low is not None and high is not None and TLS_ORDER.index(high) < TLS_ORDER.index(low):
+        errors["config.tlsMaxVersion"] = "Must not be lower than tlsVersion"
 
 
 def _check_addresses(request: HttpRequest, config: Config, errors: dict[str, str]) -> None:
@@ -376,7 +449,12 @@ def _check_addresses(request: HttpRequest, config: Config, errors: dict[str, str
     for path, url in urls.items():
         if url is not None and not _valid_url(url):
             errors[path] = "Expected an absolute http or https URL with a valid host and port"
-    ips = {f"config.dnsServer[{i}]": ip for i, ip in enumerate(config.dns_server or ())}
+    ips: dict[str, str] = {}
+    for index, server in enumerate(config.dns_server or ()):
+        ip, port = dns_server_address(server)
+        ips[f"config.dnsServer[{index}]"] = ip
+        if not 1 <= port <= 65535:
+            errors[f"config.dnsServer[{index}]"] = "Expected a port 1..65535"
     for index, entry in enumerate(config.resolve or ()):
         where = f"config.resolve[{index}]"
         ips.update({f"{where}.address[{i}]": ip for i, ip in enumerate(entry.address)})
@@ -385,7 +463,7 @@ def _check_addresses(request: HttpRequest, config: Config, errors: dict[str, str
     if config.ha_proxy_client_ip is not None:
         ips["config.haProxyClientIp"] = config.ha_proxy_client_ip
     for path, ip in ips.items():
-        if not _valid_ip(ip):
+        if path not in errors and not _valid_ip(ip):
             errors[path] = "Expected an IPv4 or IPv6 address"
     if config.proxy is not None and config.proxy.port in REFUSED_PROXY_PORTS:
         errors["config.proxy.port"] = f"Invalid proxy port: {config.proxy.port} is not allowed"

@@ -18,8 +18,9 @@ from tasks_server.dispatch.outcome import TIMEOUT_STATUS, AttemptResult
 
 MAX_IDLE_HANDLES = 256
 # Options that leave state in the easy handle which curl_easy_reset keeps (the
-# cookie jar, the HSTS cache): a handle that had one is closed, never reused,
-# so one task's cookies never reach another task's request.
+# cookie jar, the HSTS cache, a share of private DNS and connection caches): a
+# handle that had one is closed, never reused, so one task's cookies or
+# resolve entries never reach another task's request.
 SINGLE_USE_OPTIONS = frozenset(
     {
         pycurl.COOKIEFILE,
@@ -29,6 +30,7 @@ SINGLE_USE_OPTIONS = frozenset(
         pycurl.HSTS_CTRL,
         pycurl.HSTSREADFUNCTION,
         pycurl.HSTSWRITEFUNCTION,
+        pycurl.SHARE,
     }
 )
 
@@ -44,6 +46,24 @@ class HandleBound:
 
     def bind(self, handle: pycurl.Curl) -> Any:
         raise NotImplementedError
+
+
+class Pending:
+    """An option value known only after awaiting something, such as a DNS lookup.
+
+    The engine awaits `value` before the transfer starts; an OptionUnavailable
+    it raises fails the attempt with its message (and the attempt is retried
+    like any network failure).
+    """
+
+    __slots__ = ()
+
+    async def value(self) -> Any:
+        raise NotImplementedError
+
+
+class OptionUnavailable(Exception):
+    """A Pending option value could not be had; the message says why."""
 
 
 class _Transfer:
@@ -105,6 +125,13 @@ class _Transfer:
         return AttemptResult(0, None, False, error, elapsed)
 
 
+async def _settle(options: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    return [
+        (option, await value.value() if isinstance(value, Pending) else value)
+        for option, value in options
+    ]
+
+
 class CurlEngine:
     """Runs many transfers at once on the running event loop."""
 
@@ -117,6 +144,7 @@ class CurlEngine:
         self._timer: asyncio.TimerHandle | None = None
         self._transfers: dict[pycurl.Curl, _Transfer] = {}
         self._idle: list[pycurl.Curl] = []
+        self._settling: set[asyncio.Task[list[tuple[int, Any]]]] = set()
 
     @property
     def active(self) -> int:
@@ -127,10 +155,47 @@ class CurlEngine:
     ) -> asyncio.Future[AttemptResult]:
         """Start a transfer with these libcurl options; the future gives its result.
 
-        Cancelling the future aborts the transfer.
+        Option values that are Pending are awaited first. Cancelling the
+        future aborts the transfer (or what it was waiting for).
         """
-        handle = self._idle.pop() if self._idle else pycurl.Curl()
         future: asyncio.Future[AttemptResult] = self._loop.create_future()
+        options = list(options)
+        if not any(isinstance(value, Pending) for _, value in options):
+            self._start(options, future, keep_body)
+            return future
+        settling = self._loop.create_task(_settle(options))
+        self._settling.add(settling)
+        settling.add_done_callback(lambda done: self._settled(done, future, keep_body))
+        future.add_done_callback(lambda _: settling.cancel())
+        return future
+
+    def _settled(
+        self,
+        done: asyncio.Task[list[tuple[int, Any]]],
+        future: asyncio.Future[AttemptResult],
+        keep_body: bool,
+    ) -> None:
+        self._settling.discard(done)
+        if future.done():
+            return  # aborted while waiting
+        if done.cancelled():
+            future.cancel()
+            return
+        exc = done.exception()
+        if isinstance(exc, OptionUnavailable):
+            future.set_result(AttemptResult(0, error=str(exc)))
+        elif exc is not None:
+            future.set_result(AttemptResult(0, error=f"invalid request option: {exc}"))
+        else:
+            self._start(done.result(), future, keep_body)
+
+    def _start(
+        self,
+        options: list[tuple[int, Any]],
+        future: asyncio.Future[AttemptResult],
+        keep_body: bool,
+    ) -> None:
+        handle = self._idle.pop() if self._idle else pycurl.Curl()
         transfer = _Transfer(handle, future, self._limit, keep_body)
         try:
             handle.setopt(pycurl.NOSIGNAL, 1)
@@ -145,13 +210,14 @@ class CurlEngine:
             self._recycle(handle, transfer.reusable)
             reason = exc.args[-1] if isinstance(exc, pycurl.error) and exc.args else exc
             future.set_result(AttemptResult(0, error=f"invalid request option: {reason}"))
-            return future
+            return
         self._transfers[handle] = transfer
         future.add_done_callback(self._on_future_done)
         self._multi.add_handle(handle)
-        return future
 
     def close(self) -> None:
+        for settling in list(self._settling):
+            settling.cancel()
         transfers, self._transfers = self._transfers, {}
         for handle, transfer in transfers.items():
             self._multi.remove_handle(handle)

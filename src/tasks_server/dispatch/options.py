@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Iterable
+import ssl
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import pycurl
 
-from tasks_server.api.schemas import Config, FormField, HttpRequest, TaskSpec
+from tasks_server.api.schemas import (
+    Auth,
+    Config,
+    FormField,
+    HttpRequest,
+    TaskSpec,
+    is_file_path,
+)
+from tasks_server.dispatch.dns import DnsServerLookup, PrivateCaches, resolve_entry
 from tasks_server.dispatch.engine import HandleBound
 
 CurlOption = tuple[int, Any]
@@ -44,6 +54,31 @@ _HTTP_VERSIONS = {
     "3": pycurl.CURL_HTTP_VERSION_3,
 }
 _IP_VERSIONS = {4: pycurl.IPRESOLVE_V4, 6: pycurl.IPRESOLVE_V6}
+_TLS_MIN = {
+    "1.0": pycurl.SSLVERSION_TLSv1_0,
+    "1.1": pycurl.SSLVERSION_TLSv1_1,
+    "1.2": pycurl.SSLVERSION_TLSv1_2,
+    "1.3": pycurl.SSLVERSION_TLSv1_3,
+}
+_TLS_MAX = {
+    "1.0": pycurl.SSLVERSION_MAX_TLSv1_0,
+    "1.1": pycurl.SSLVERSION_MAX_TLSv1_1,
+    "1.2": pycurl.SSLVERSION_MAX_TLSv1_2,
+    "1.3": pycurl.SSLVERSION_MAX_TLSv1_3,
+}
+# pycurl has no string setter for CURLOPT_PROTOCOLS_STR / REDIR_PROTOCOLS_STR
+# ("strings are not supported for this option"): their bitmask forms say the same
+_PROTOCOLS = {
+    "http": pycurl.PROTO_HTTP,
+    "https": pycurl.PROTO_HTTPS,
+    None: pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS,
+}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_PROXY_PORTS = {"http": 1080, "https": 443}  # libcurl's, for a proxy without one
+CURLPROXY_HTTPS = 2  # not a pycurl constant
+CURLOPT_DOH_SSL_VERIFYPEER = 306  # not pycurl constants: CURLOPTTYPE_LONG + 306, + 307
+CURLOPT_DOH_SSL_VERIFYHOST = 307
+HSTS_STAMP = "%Y%m%d %H:%M:%S"
 _CONTENT_TYPES: dict[type, str] = {
     str: "text/plain; charset=utf-8",
     dict: "application/json",
@@ -164,12 +199,74 @@ def location(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable
     yield pycurl.FOLLOWLOCATION, int(config.location)
     if config.location:
         yield pycurl.MAXREDIRS, config.redirect_attempts
+        if config.location_trusted is not None:
+            yield pycurl.UNRESTRICTED_AUTH, 1  # credentials go to the redirected hosts too
+
+
+def protocols(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    yield pycurl.PROTOCOLS, _PROTOCOLS[config.proto]
+    yield pycurl.REDIR_PROTOCOLS, _PROTOCOLS[config.proto_redirect]
 
 
 def insecure(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
     if config.insecure:
         yield pycurl.SSL_VERIFYPEER, 0
         yield pycurl.SSL_VERIFYHOST, 0
+
+
+def _content(value: str) -> bytes:
+    return base64.b64decode("".join(value.split()))
+
+
+def _as_pem(content: bytes) -> bytes:
+    """CAINFO_BLOB reads PEM only: a DER certificate is wrapped as one."""
+    if content.lstrip().startswith(b"-----"):
+        return content
+    return ssl.DER_cert_to_PEM_cert(content).encode()
+
+
+def trusted_ca(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    if config.ca is None:
+        return
+    if is_file_path(config.ca):
+        yield pycurl.CAINFO, _utf8(config.ca)
+    else:  # in memory: nothing written to disk; several certificates in one PEM are fine
+        yield pycurl.CAINFO_BLOB, _as_pem(_content(config.ca))
+
+
+def client_certificate(
+    request: HttpRequest, config: Config, attempt: Attempt
+) -> Iterable[CurlOption]:
+    cert, key = config.cert, config.key
+    if cert is not None:
+        if config.cert_type:
+            yield pycurl.SSLCERTTYPE, config.cert_type
+        if is_file_path(cert.value):
+            yield pycurl.SSLCERT, _utf8(cert.value)
+        else:
+            yield pycurl.SSLCERT_BLOB, _content(cert.value)
+        if cert.password is not None:
+            yield pycurl.KEYPASSWD, _utf8(cert.password)
+    if key is not None:
+        if config.key_type:
+            yield pycurl.SSLKEYTYPE, config.key_type
+        if is_file_path(key):
+            yield pycurl.SSLKEY, _utf8(key)
+        else:
+            yield pycurl.SSLKEY_BLOB, _content(key)
+
+
+def cert_status(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    if config.cert_status:
+        yield pycurl.SSL_VERIFYSTATUS, 1  # the server must staple a good OCSP response
+
+
+def tls_versions(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    if config.tls_version is None and config.tls_max_version is None:
+        return
+    low = _TLS_MIN.get(config.tls_version or "", pycurl.SSLVERSION_DEFAULT)
+    high = _TLS_MAX.get(config.tls_max_version or "", pycurl.SSLVERSION_MAX_DEFAULT)
+    yield pycurl.SSLVERSION, low | high
 
 
 def http_version(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
@@ -182,15 +279,37 @@ def ip_version(request: HttpRequest, config: Config, attempt: Attempt) -> Iterab
     yield pycurl.IPRESOLVE, _IP_VERSIONS[config.ip_version]
 
 
+_HTTP_AUTH_OPTIONS = (pycurl.HTTPAUTH, pycurl.USERNAME, pycurl.PASSWORD)
+_PROXY_AUTH_OPTIONS = (pycurl.PROXYAUTH, pycurl.PROXYUSERNAME, pycurl.PROXYPASSWORD)
+
+
+def _last_given(
+    options: tuple[int, int, int], *choices: tuple[Auth | None, int]
+) -> Iterator[CurlOption]:
+    """The scheme, user and password options of the last credentials given, if any."""
+    given = [(credentials, scheme) for credentials, scheme in choices if credentials is not None]
+    if given:
+        (credentials, scheme), (scheme_option, user_option, password_option) = given[-1], options
+        yield scheme_option, scheme
+        yield user_option, _utf8(credentials.username)
+        yield password_option, _utf8(credentials.password)
+
+
 def auth(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
-    for credentials, scheme in (
+    sigv4 = request.auth_aws_sigv4
+    if sigv4 is not None:  # as with curl's several -u, the last kind given wins: this one
+        provider = f"{sigv4.provider1}:{sigv4.provider2}:{sigv4.region}:{sigv4.service}"
+        yield pycurl.AWS_SIGV4, _utf8(provider)
+        yield pycurl.USERNAME, _utf8(sigv4.key)
+        yield pycurl.PASSWORD, _utf8(sigv4.secret)
+        return
+    yield from _last_given(
+        _HTTP_AUTH_OPTIONS,
+        (config.location_trusted if config.location else None, pycurl.HTTPAUTH_BASIC),
         (request.auth_basic, pycurl.HTTPAUTH_BASIC),
         (request.auth_digest, pycurl.HTTPAUTH_DIGEST),
-    ):
-        if credentials is not None:
-            yield pycurl.HTTPAUTH, scheme
-            yield pycurl.USERNAME, _utf8(credentials.username)
-            yield pycurl.PASSWORD, _utf8(credentials.password)
+        (request.auth_ntlm, pycurl.HTTPAUTH_NTLM),
+    )
 
 
 def referer(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
@@ -214,22 +333,160 @@ def session_id(request: HttpRequest, config: Config, attempt: Attempt) -> Iterab
         yield pycurl.SSL_SESSIONID_CACHE, 0
 
 
+class HstsCache:
+    """HSTSREADFUNCTION over a curl HSTS cache file's lines, read from memory.
+
+    Lines are `host "YYYYMMDD HH:MM:SS"` (or `unlimited`); a leading dot
+    means subdomains too. Lines that do not parse are skipped, as curl does.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self, text: str) -> None:
+        self.entries = list(_hsts_entries(text))
+        self.entries.reverse()
+
+    def __call__(self) -> tuple[str, datetime | None, bool] | None:
+        return self.entries.pop() if self.entries else None
+
+
+def _hsts_entries(text: str) -> Iterator[tuple[str, datetime | None, bool]]:
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        host, _, stamp = line.partition(" ")
+        stamp = stamp.strip().strip('"')
+        expire = None
+        if stamp and stamp != "unlimited":
+            try:
+                expire = datetime.strptime(stamp, HSTS_STAMP)
+            except ValueError:
+                continue
+        yield host.lstrip("."), expire, host.startswith(".")
+
+
+def hsts(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    if not config.hsts:
+        return
+    yield pycurl.HSTS_CTRL, pycurl.CURLHSTS_ENABLE  # in memory, for this attempt only
+    if isinstance(config.hsts, str):
+        cache = _content(config.hsts).decode(errors="replace")
+        yield pycurl.HSTSREADFUNCTION, HstsCache(cache)
+
+
+def _target_address(target: str) -> tuple[str, int] | None:
+    """(host, port) of a URL whose host is a name (None for an IP address)."""
+    parts = urlsplit(_ascii_url(target))
+    host = parts.hostname or ""
+    if not host or ":" in host or host.replace(".", "").isdigit():
+        return None
+    return host, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 80)
+
+
+def _name_libcurl_resolves(request: HttpRequest, config: Config) -> tuple[str, int] | None:
+    """Through a proxy only the proxy's name is looked up; else the URL's."""
+    via = config.proxy
+    if via is None:
+        return _target_address(request.url)
+    port = via.port or _DEFAULT_PROXY_PORTS[via.protocol]
+    return _target_address(f"{via.protocol}://{via.host}:{port}/")
+
+
+def name_resolution(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    if not (config.resolve or config.dns_server or config.doh_url):
+        return
+    # this task's answers stay in caches of its own (see PrivateCaches)
+    yield pycurl.SHARE, PrivateCaches()
+    pinned = [resolve_entry(e.host, e.port, e.address) for e in config.resolve or ()]
+    if config.dns_server:
+        wanted = _name_libcurl_resolves(request, config)
+        covered = {(e.host, e.port) for e in config.resolve or ()}
+        names = []
+        if wanted and wanted not in covered and ("*", wanted[1]) not in covered:
+            names.append(wanted)
+        yield (
+            pycurl.RESOLVE,
+            DnsServerLookup(
+                pinned, names, config.dns_server, config.ip_version, attempt.timeout_ms / 1000
+            ),
+        )
+    elif pinned:
+        yield pycurl.RESOLVE, pinned
+    if config.doh_url:
+        yield pycurl.DOH_URL, _ascii_url(config.doh_url)
+        if config.doh_insecure:
+            yield CURLOPT_DOH_SSL_VERIFYPEER, 0
+            yield CURLOPT_DOH_SSL_VERIFYHOST, 0
+
+
+def proxy(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    chosen = config.proxy
+    if chosen is None:
+        yield pycurl.PROXY, ""  # never a proxy from the server's environment (http_proxy ...)
+        return
+    port = f":{chosen.port}" if chosen.port else ""
+    yield pycurl.PROXY, f"{chosen.protocol}://{chosen.host}{port}"
+    if chosen.protocol == "https":
+        yield pycurl.PROXYTYPE, CURLPROXY_HTTPS
+    elif config.proxy_http_version == "1.0":
+        yield pycurl.PROXYTYPE, pycurl.PROXYTYPE_HTTP_1_0  # HTTP/1.0 CONNECT
+    else:
+        yield pycurl.PROXYTYPE, pycurl.PROXYTYPE_HTTP
+    yield pycurl.HEADEROPT, pycurl.HEADER_SEPARATE  # user headers never go to the proxy
+    if config.proxy_headers:
+        lines = [f"{name}: {value}" for name, value in config.proxy_headers.items()]
+        yield pycurl.PROXYHEADER, [_utf8(line) for line in lines]
+    if config.proxy_insecure:
+        yield pycurl.PROXY_SSL_VERIFYPEER, 0
+        yield pycurl.PROXY_SSL_VERIFYHOST, 0
+    yield from _last_given(
+        _PROXY_AUTH_OPTIONS,
+        (config.proxy_auth_basic, pycurl.HTTPAUTH_BASIC),
+        (config.proxy_auth_digest, pycurl.HTTPAUTH_DIGEST),
+        (config.proxy_auth_ntlm, pycurl.HTTPAUTH_NTLM),
+    )
+
+
+def ha_proxy(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    if config.ha_proxy_client_ip is not None:  # sends the PROXY line, with this address
+        yield pycurl.HAPROXY_CLIENT_IP, config.ha_proxy_client_ip.strip("[]")
+    elif config.ha_proxy_protocol:
+        yield pycurl.HAPROXYPROTOCOL, 1
+
+
 # (task option, row). Order matters only where libcurl needs it (method before body).
 CURL_OPTION_TABLE: tuple[tuple[str, Row], ...] = (
     ("httpRequest.url, httpRequest.query", url),
     ("httpRequest.method, httpRequest.data", method_and_body),
     ("httpRequest.headers, X-Tasks-* headers", headers),
-    ("httpRequest.cookie", cookie),
-    ("httpRequest.authBasic, httpRequest.authDigest", auth),
+    ("httpRequest.cookie (array or base64 cookie file)", cookie),
+    (
+        "httpRequest.authBasic, authDigest, authNtlm, authAwsSigv4, config.locationTrusted",
+        auth,
+    ),
     ("config.userAgent", user_agent),
     ("config.timeout, config.timeoutAt", timeout),
-    ("config.location, config.redirectAttempts", location),
+    ("config.location, config.redirectAttempts, config.locationTrusted", location),
+    ("config.proto, config.protoRedirect", protocols),
     ("config.insecure", insecure),
+    ("config.ca", trusted_ca),
+    ("config.cert, config.certType, config.key, config.keyType", client_certificate),
+    ("config.certStatus", cert_status),
+    ("config.tlsVersion, config.tlsMaxVersion", tls_versions),
     ("config.httpVersion", http_version),
     ("config.ipVersion", ip_version),
     ("config.refererUrl", referer),
     ("config.keepAliveDuration", keep_alive),
     ("config.sessionId", session_id),
+    ("config.hsts", hsts),
+    ("config.resolve, config.dnsServer, config.dohUrl, config.dohInsecure", name_resolution),
+    (
+        "config.proxy, proxyHeaders, proxyInsecure, proxyHttpVersion, proxyAuthBasic,"
+        " proxyAuthDigest, proxyAuthNtlm",
+        proxy,
+    ),
+    ("config.haProxyProtocol, config.haProxyClientIp", ha_proxy),
 )
 
 

@@ -81,6 +81,13 @@ class ClaimedTask(msgspec.Struct, frozen=True):
     lease_token: int
 
 
+class Claim(msgspec.Struct, frozen=True):
+    """Tasks leased by one claim, and the earliest due time left after it."""
+
+    tasks: list[ClaimedTask]
+    next_due_at: int | None
+
+
 class AttemptRecord(msgspec.Struct, frozen=True):
     """The outcome of one attempt, as it is written back (only if the lease still holds)."""
 
@@ -143,6 +150,9 @@ class Store(Protocol):
     async def delete_owner(self, owner_id: str, name: str) -> None:
         """Delete with its finished tasks; NotFound, or Conflict while tasks are queued."""
 
+    async def replace_owner_key(self, owner_id: str, old_digest: bytes, new_digest: bytes) -> bool:
+        """Swap the key digest if it is still `old_digest`; False when it changed meanwhile."""
+
     # tasks, scoped to their owner
     async def insert_task(self, task: TaskRow, limit: int) -> None:
         """Insert, counting it in the owner's queue; LimitReached at `limit`."""
@@ -172,11 +182,8 @@ class Store(Protocol):
     async def release_leases(self, instance_id: str, now: int) -> int:
         """Give back this instance's leases (graceful stop) and remove it."""
 
-    async def claim_due_tasks(
-        self, now: int, limit: int, instance_id: str, token: int
-    ) -> list[ClaimedTask]:
-        """Lease up to `limit` tasks due at `now`, oldest due first."""
+    async def claim_due_tasks(self, now: int, limit: int, instance_id: str, token: int) -> Claim:
+        """Lease up to `limit` tasks due at `now`, oldest due first, in one statement."""
 
-    async def next_due_at(self) -> int | None: ...
     async def record_attempts(self, records: list[AttemptRecord]) -> int:
         """Write outcomes whose lease still holds; returns how many were written."""

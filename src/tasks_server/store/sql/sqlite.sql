@@ -15,6 +15,9 @@ WHERE id = :id AND name = :name;
 -- name: delete_owner
 DELETE FROM owner WHERE id = :id;
 
+-- name: replace_owner_key
+UPDATE owner SET key_digest = :new_digest WHERE id = :id AND key_digest = :old_digest;
+
 -- name: take_queue_slot
 UPDATE owner SET tasks_in_queue = tasks_in_queue + 1
 WHERE id = :owner_id AND tasks_in_queue < :limit;
