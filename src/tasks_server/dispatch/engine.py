@@ -16,7 +16,8 @@ import pycurl
 
 from tasks_server.dispatch.outcome import TIMEOUT_STATUS, AttemptResult
 
-MAX_IDLE_HANDLES = 256
+MAX_IDLE_HANDLES = 2048
+MAX_CACHED_CONNECTIONS = 4096
 # Options that leave state in the easy handle which curl_easy_reset keeps (the
 # cookie jar, the HSTS cache, a share of private DNS and connection caches): a
 # handle that had one is closed, never reused, so one task's cookies or
@@ -141,7 +142,10 @@ class CurlEngine:
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        # keep a connection per concurrent transfer: a smaller cache closes and reopens them
+        self._multi.setopt(pycurl.M_MAXCONNECTS, MAX_CACHED_CONNECTIONS)
         self._timer: asyncio.TimerHandle | None = None
+        self._watched: dict[int, int] = {}  # fd -> the POLL_IN/POLL_OUT bits the loop watches
         self._transfers: dict[pycurl.Curl, _Transfer] = {}
         self._idle: list[pycurl.Curl] = []
         self._settling: set[asyncio.Task[list[tuple[int, Any]]]] = set()
@@ -233,15 +237,23 @@ class CurlEngine:
     # ---- libcurl -> loop ----
 
     def _on_socket(self, what: int, fd: int, multi: Any, socketp: Any) -> None:
-        if what == pycurl.POLL_REMOVE or not what & pycurl.POLL_IN:
+        # only tell the loop what changed: each watch call costs more than this check
+        wanted = 0 if what == pycurl.POLL_REMOVE else what
+        watched = self._watched.get(fd, 0)
+        if wanted == watched:
+            return
+        if watched & pycurl.POLL_IN and not wanted & pycurl.POLL_IN:
             self._loop.remove_reader(fd)
-        if what == pycurl.POLL_REMOVE or not what & pycurl.POLL_OUT:
+        if watched & pycurl.POLL_OUT and not wanted & pycurl.POLL_OUT:
             self._loop.remove_writer(fd)
-        if what != pycurl.POLL_REMOVE:
-            if what & pycurl.POLL_IN:
-                self._loop.add_reader(fd, self._socket_action, fd, pycurl.CSELECT_IN)
-            if what & pycurl.POLL_OUT:
-                self._loop.add_writer(fd, self._socket_action, fd, pycurl.CSELECT_OUT)
+        if wanted & pycurl.POLL_IN and not watched & pycurl.POLL_IN:
+            self._loop.add_reader(fd, self._socket_action, fd, pycurl.CSELECT_IN)
+        if wanted & pycurl.POLL_OUT and not watched & pycurl.POLL_OUT:
+            self._loop.add_writer(fd, self._socket_action, fd, pycurl.CSELECT_OUT)
+        if wanted:
+            self._watched[fd] = wanted
+        else:
+            del self._watched[fd]
 
     def _on_timer(self, timeout_ms: int) -> None:
         if self._timer is not None:
