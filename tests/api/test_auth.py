@@ -3,15 +3,14 @@ wrong key; checked before anything in the request is validated."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner, ServerThread
-from tests.conftest import test_settings as make_settings
+from tests.conftest import Api, Owner
 
 MESSAGE_401 = "The request did not include valid authentication"
 MESSAGE_403 = "The server did not accept valid authentication"
@@ -37,22 +36,6 @@ AUTHENTICATED: list[tuple[str, str, Any]] = [
     ("PATCH", "/v1/queues/{task}/revoke", None),
     ("POST", "/v1/queues/{task}/execute", None),
 ]
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    settings = make_settings(tmp_path_factory.mktemp("auth"))
-    server = ServerThread(settings)
-    server.start()
-    api = Api(f"http://127.0.0.1:{server.port}", settings)
-    yield api
-    api.close()
-    server.stop()
-
-
-@pytest.fixture
-def me(shared: Api) -> Owner:
-    return shared.owner()
 
 
 def call(

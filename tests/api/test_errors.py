@@ -18,22 +18,6 @@ TASK = {"httpRequest": {"url": "http://127.0.0.1:9/cb", "method": "GET"}}
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    settings = make_settings(tmp_path_factory.mktemp("errors"))
-    server = ServerThread(settings)
-    server.start()
-    api = Api(f"http://127.0.0.1:{server.port}", settings)
-    yield api
-    api.close()
-    server.stop()
-
-
-@pytest.fixture
-def me(shared: Api) -> Owner:
-    return shared.owner()
-
-
-@pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """A server whose request bodies may be at most LIMIT bytes."""
     settings = make_settings(tmp_path_factory.mktemp("small"), max_size_body_request=LIMIT)

@@ -15,24 +15,11 @@ import httpx
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner, ServerThread, running_api
-from tests.conftest import test_settings as make_settings
+from tests.conftest import Api, Owner, running_api
 from tests.targets import Target
 
 HOUR = 3_600_000
 KEY = re.compile(r"^[A-Za-z0-9]{64}$")
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """One server for the table-driven name cases (starting one per case is slow)."""
-    settings = make_settings(tmp_path_factory.mktemp("owners"))
-    server = ServerThread(settings)
-    server.start()
-    api = Api(f"http://127.0.0.1:{server.port}", settings)
-    yield api
-    api.close()
-    server.stop()
 
 
 def register(api: Api, body: Any) -> httpx.Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,8 +15,7 @@ import httpx
 import pytest
 
 from tasks_server.dispatch import capabilities
-from tests.conftest import Api, Owner, ServerThread
-from tests.conftest import test_settings as make_settings
+from tests.conftest import Api, Owner
 
 HOUR = 3_600_000
 URL = "http://127.0.0.1:9/cb"  # never called: tasks here wait an hour
@@ -27,23 +25,6 @@ B64 = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtL
 Y2100 = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 DEFAULT_USER_AGENT = "Tasks-Server/1.0 (compatible; Linux x86_64; +http://tasks-server)"
 SAME = object()  # "stored as submitted"
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """One server for the whole table (one per case would be slow)."""
-    settings = make_settings(tmp_path_factory.mktemp("register"))
-    server = ServerThread(settings)
-    server.start()
-    api = Api(f"http://127.0.0.1:{server.port}", settings)
-    yield api
-    api.close()
-    server.stop()
-
-
-@pytest.fixture
-def me(shared: Api) -> Owner:
-    return shared.owner()
 
 
 def base() -> dict[str, Any]:
