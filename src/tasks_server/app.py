@@ -23,6 +23,7 @@ from tasks_server.backup import BackupSchedule
 from tasks_server.codec import TaskCodec
 from tasks_server.config import Settings
 from tasks_server.crypto import Cipher, load_or_create_secret
+from tasks_server.dispatch.policy import TargetPolicy
 from tasks_server.scheduler import Scheduler
 from tasks_server.store.sqlite import SqliteStore
 
@@ -59,7 +60,8 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = SqliteStore(settings.path_sqlite)
         await store.open()
-        codec = TaskCodec(Cipher(load_or_create_secret(settings.cipher_key, settings.data_dir)))
+        secret = load_or_create_secret(settings.cipher_key, settings.data_dir)
+        codec = TaskCodec(Cipher(secret, settings.cipher_key_previous))
         scheduler = Scheduler(
             store,
             codec,
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> Starlette:
             max_response_bytes=settings.max_size_data_response,
             stale_after_ms=settings.instance_stale_ms,
             shutdown_grace_ms=settings.shutdown_grace_ms,
+            target_policy=TargetPolicy.from_settings(settings),
         )
         backups = BackupSchedule(settings, scheduler.instance_id)  # bad settings raise here
         await scheduler.start()

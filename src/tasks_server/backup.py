@@ -775,18 +775,19 @@ def check_database(path: Path) -> _Facts:
     return facts
 
 
-def _check_key(path: Path, secret: str | None) -> bool:
-    """Open one task payload with the configured key; False when there is none to try."""
+def _check_key(path: Path, secret: str | None, previous: tuple[str, ...] = ()) -> bool:
+    """Open one task payload with the configured keys; False when there is none to try."""
     with closing(sqlite3.connect(path)) as conn:
         row = conn.execute(_Q["any_task_payload"]).fetchone()
     if row is None or secret is None:
         return False
     try:
-        Cipher(secret).open(row[1], row[0])
+        Cipher(secret, previous).open(row[1], row[0])
     except DecryptionError:
         raise BackupError(
             "the backup's tasks were encrypted with another CIPHER_KEY: set the key they "
-            "were written with (or put back its cipher.key file) and restore again"
+            "were written with (in CIPHER_KEY or CIPHER_KEY_PREVIOUS, or put back its "
+            "cipher.key file) and restore again"
         ) from None
     return True
 
@@ -826,7 +827,7 @@ def restore_backup(
         restored_size = restored.stat().st_size
         progress("check", 0, restored_size)
         facts = check_database(restored)
-        key_checked = _check_key(restored, secret)
+        key_checked = _check_key(restored, secret, settings.cipher_key_previous)
         progress("check", restored_size, restored_size)
         _forget_instances(restored)
         previous = _swap_in(restored, database, settings.instance_stale_ms)

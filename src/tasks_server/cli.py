@@ -1,4 +1,4 @@
-"""Command line: `tasks-server serve`, `backup`, `backups`, `restore`."""
+"""Command line: `tasks-server serve`, `backup`, `backups`, `restore`, `rotate-key`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tasks_server.app import create_app
 from tasks_server.backup import BackupError, create_backup, list_backups, restore_backup
 from tasks_server.config import Settings, SettingsError, read_env_file
 from tasks_server.crypto import KEY_FILE_NAME
+from tasks_server.key_rotation import RotationError, rotate_key
 
 
 def configure_logging(verbose: bool) -> None:
@@ -263,4 +264,31 @@ def restore_command(source: str, env_file: str | None, skip_checksum: bool) -> N
             "Note: no CIPHER_KEY (nor key file) was found to check that the tasks can be read; "
             "start the server with the key the backup was written with.",
             err=True,
+        )
+
+
+@main.command("rotate-key")
+@env_file_option
+def rotate_key_command(env_file: str | None) -> None:
+    """Re-encrypt every task with CIPHER_KEY (reading with it or CIPHER_KEY_PREVIOUS).
+
+    Refuses while a server uses the database. Afterwards CIPHER_KEY_PREVIOUS
+    can be removed. Safe to run again: rows already on CIPHER_KEY are left as they are.
+    """
+    settings = _settings(env_file)
+    try:
+        result = rotate_key(settings)
+    except RotationError as exc:
+        raise click.ClickException(f"rotate-key refused: {exc}") from None
+    click.echo(
+        f"Re-encrypted {result.resealed} of {result.rows} tasks with the current CIPHER_KEY "
+        f"({result.rows - result.resealed - len(result.unreadable)} already used it)"
+    )
+    if result.unreadable:
+        shown = ", ".join(result.unreadable[:10])
+        more = f" and {len(result.unreadable) - 10} more" if len(result.unreadable) > 10 else ""
+        raise click.ClickException(
+            f"{len(result.unreadable)} tasks open with neither CIPHER_KEY nor "
+            f"CIPHER_KEY_PREVIOUS and were left as they are: {shown}{more}. "
+            "Add the key they were written with to CIPHER_KEY_PREVIOUS and run rotate-key again."
         )

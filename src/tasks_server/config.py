@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 9420
     path_sqlite: str = ".data/tasks.db"
     cipher_key: str = ""
+    cipher_key_previous: tuple[str, ...] = ()  # older keys, tried after CIPHER_KEY to read rows
     log: bool = False
     max_size_body_request: int = 32768
     max_size_data_response: int = 32768
@@ -53,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     path_tls_cert: str = ""
     path_tls_key: str = ""
     path_tls_ca: str = ""
+    target_allow: tuple[str, ...] = ()  # CIDR blocks; empty: every address not denied
+    target_deny: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -137,6 +141,23 @@ def _bearer_token(raw: str) -> str:
     return raw
 
 
+def _key_list(raw: str) -> tuple[str, ...]:
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+def _cidr_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated addresses or CIDR blocks, kept in their normal form (10.0.0.0/8)."""
+    blocks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            blocks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR block") from None
+    return tuple(blocks)
+
+
 def _backup_method(raw: str) -> str:
     method = raw.upper()
     if method not in {"LOCAL", "OBJECT_STORAGE"}:
@@ -175,6 +196,7 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PORT", "port", _port),
     ("PATH_SQLITE", "path_sqlite", str),
     ("CIPHER_KEY", "cipher_key", str),
+    ("CIPHER_KEY_PREVIOUS", "cipher_key_previous", _key_list),
     ("LOG", "log", _flag),
     ("MAX_SIZE_BODY_REQUEST", "max_size_body_request", _positive_int),
     ("MAX_SIZE_DATA_RESPONSE", "max_size_data_response", _positive_int),
@@ -209,6 +231,8 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PATH_TLS_CERT", "path_tls_cert", str),
     ("PATH_TLS_KEY", "path_tls_key", str),
     ("PATH_TLS_CA", "path_tls_ca", str),
+    ("TARGET_ALLOW", "target_allow", _cidr_list),
+    ("TARGET_DENY", "target_deny", _cidr_list),
 )
 
 

@@ -23,30 +23,51 @@ class DecryptionError(Exception):
     """A stored value cannot be decrypted with the configured key."""
 
 
-class Cipher:
-    """Seals bytes bound to a context (the task id), so a row cannot be swapped."""
+def _aead(secret: str) -> AESGCM:
+    key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"tasks-server",
+        info=b"tasks-server payload v1",
+    ).derive(secret.encode())
+    return AESGCM(key)
 
-    def __init__(self, secret: str) -> None:
-        key = HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=b"tasks-server",
-            info=b"tasks-server payload v1",
-        ).derive(secret.encode())
-        self._aead = AESGCM(key)
+
+class Cipher:
+    """Seals bytes bound to a context (the task id), so a row cannot be swapped.
+
+    Seals with `secret` only; opens with `secret`, then each of `previous`
+    (CIPHER_KEY_PREVIOUS), so rows written before a key rotation stay readable.
+    """
+
+    def __init__(self, secret: str, previous: tuple[str, ...] = ()) -> None:
+        self._aead = _aead(secret)
+        self._keys = [self._aead, *(_aead(old) for old in previous if old != secret)]
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
         return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, context.encode())
 
     def open(self, sealed: bytes, context: str) -> bytes:
+        return self._open(sealed, context)[0]
+
+    def reseal(self, sealed: bytes, context: str) -> bytes | None:
+        """`sealed` sealed anew with the current key, or None when it already uses it."""
+        plaintext, current = self._open(sealed, context)
+        return None if current else self.seal(plaintext, context)
+
+    def _open(self, sealed: bytes, context: str) -> tuple[bytes, bool]:
+        """(plaintext, whether the current key opened it)."""
         if sealed[:1] != _VERSION:
             raise DecryptionError("unknown ciphertext version")
-        nonce = sealed[1 : 1 + _NONCE_BYTES]
-        try:
-            return self._aead.decrypt(nonce, sealed[1 + _NONCE_BYTES :], context.encode())
-        except InvalidTag:
-            raise DecryptionError("ciphertext does not verify with this CIPHER_KEY") from None
+        nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
+        for index, aead in enumerate(self._keys):
+            try:
+                return aead.decrypt(nonce, body, context.encode()), index == 0
+            except InvalidTag:
+                continue
+        which = "CIPHER_KEY or CIPHER_KEY_PREVIOUS" if len(self._keys) > 1 else "this CIPHER_KEY"
+        raise DecryptionError(f"ciphertext does not verify with {which}")
 
 
 def load_or_create_secret(configured: str, data_dir: Path) -> str:

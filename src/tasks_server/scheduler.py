@@ -27,6 +27,7 @@ from tasks_server.crypto import DecryptionError
 from tasks_server.dispatch.engine import CurlEngine
 from tasks_server.dispatch.options import Attempt, curl_options
 from tasks_server.dispatch.outcome import AttemptResult
+from tasks_server.dispatch.policy import TargetPolicy, perform_checked
 from tasks_server.model.lifecycle import State
 from tasks_server.model.retry import RetryPolicy
 from tasks_server.model.timing import now_ms
@@ -38,6 +39,7 @@ CLAIM_BATCH = 512
 IDLE_POLL_S = 1.0  # other processes may add tasks; look again at least this often
 HEARTBEAT_S = 1.0
 CLAIM_RETRY_S = 0.5  # after a failed claim (database busy or read-only)
+RECORD_TRIES_AT_STOP = 3  # then the outcomes are left to the leases
 
 
 def retry_policy(spec: TaskSpec) -> RetryPolicy:
@@ -89,6 +91,7 @@ class Scheduler:
         max_response_bytes: int,
         stale_after_ms: int,
         shutdown_grace_ms: int,
+        target_policy: TargetPolicy | None = None,
     ) -> None:
         self.instance_id = str(ULID())
         self._store = store
@@ -97,6 +100,7 @@ class Scheduler:
         self._max_response_bytes = max_response_bytes
         self._stale_after_ms = stale_after_ms
         self._grace_s = shutdown_grace_ms / 1000
+        self._target_policy = target_policy
         self._host = socket.gethostname()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -222,6 +226,7 @@ class Scheduler:
             retry_limit=claimed.retry_limit,
             estimate_next_retry_at=claimed.estimate_next_retry_at,
             timeout_ms=budget,
+            target_policy=self._target_policy,
         )
         try:
             options = curl_options(spec, attempt)
@@ -231,7 +236,7 @@ class Scheduler:
             future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
             future.set_result(AttemptResult(0, error=f"invalid request option: {exc}"))
         else:
-            future = self._engine.perform(options, keep_body=config.trace_response_data)
+            future = perform_checked(self._engine, options, keep_body=config.trace_response_data)
         self._in_flight[claimed.id] = future
         future.add_done_callback(lambda done: self._on_attempt_done(claimed, spec, done))
 
@@ -261,13 +266,21 @@ class Scheduler:
             await self._flush_records()
 
     async def _flush_records(self) -> None:
+        failures = 0
         while self._records:
             batch, self._records = self._records, []
             try:
                 await self._store.record_attempts(batch)
             except Exception as exc:
-                # the leases expire and the tasks run again: at-least-once
-                log.error("Could not record %d outcomes: %s", len(batch), exc)
+                failures += 1
+                if self._stopping and failures >= RECORD_TRIES_AT_STOP:
+                    # the leases expire and the tasks run again: at-least-once
+                    log.error("Could not record %d outcomes: %s", len(batch), exc)
+                    return
+                # e.g. the database is locked for a moment: keep the outcomes and try again,
+                # rather than drop them and send the requests again when their leases end
+                log.error("Could not record %d outcomes yet: %s", len(batch), exc)
+                self._records = batch + self._records
                 await asyncio.sleep(0.5)
                 continue
             if any(record.due_at is not None for record in batch):

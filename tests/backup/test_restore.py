@@ -182,6 +182,17 @@ def test_a_backup_written_with_another_cipher_key_is_refused(tmp_path: Path) -> 
     assert not Path(target.path_sqlite).exists()
 
 
+def test_a_backup_from_before_a_key_rotation_restores_with_the_previous_key(
+    tmp_path: Path,
+) -> None:
+    settings, archive, first = backed_up(tmp_path)
+    target = settings_for(
+        tmp_path / "other", cipher_key="the-new-key", cipher_key_previous=(settings.cipher_key,)
+    )
+    restore_backup(target, str(archive))
+    assert task_ids(target.path_sqlite) == first
+
+
 def test_restore_is_refused_while_a_server_runs_on_the_database(tmp_path: Path) -> None:
     settings, archive, _ = backed_up(tmp_path)
     database = Path(settings.path_sqlite)

@@ -36,7 +36,9 @@ def free_port() -> int:
 class Served:
     """One `tasks-server serve` process on a fixed database and port."""
 
-    def __init__(self, tmp: Path, port: int, log_name: str) -> None:
+    def __init__(
+        self, tmp: Path, port: int, log_name: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.spawned_at = now_ms()
         env = {
             **os.environ,
@@ -45,6 +47,7 @@ class Served:
             "PORT": str(port),
             "LOG": "1",
             "SHUTDOWN_GRACE_MS": "1000",
+            **(extra_env or {}),
         }
         self.log_path = tmp / log_name
         self._log = self.log_path.open("wb")
@@ -117,13 +120,14 @@ class Served:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[], Served]]:
-    """Start the server (again, on the same database and port); killed at the end."""
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """Start the server (again, on the same database and port), with extra environment
+    variables as keyword arguments; killed at the end."""
     port = free_port()
     started: list[Served] = []
 
-    def start() -> Served:
-        served = Served(tmp_path, port, f"server-{len(started)}.log")
+    def start(**extra_env: str) -> Served:
+        served = Served(tmp_path, port, f"server-{len(started)}.log", extra_env)
         started.append(served)
         return served
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from tasks_server.api.schemas import ErrorBody
 from tasks_server.api.security_headers import security_headers
 from tasks_server.api.validation import ValidationFailed
+from tasks_server.crypto import DecryptionError
 from tasks_server.store.base import StoreUnavailable
 
 log = logging.getLogger("tasks_server")
@@ -102,6 +103,16 @@ async def on_store_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def on_undecryptable(request: Request, exc: Exception) -> Response:
+    log.error("Stored task data cannot be read on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        request,
+        500,
+        "This task was stored with another CIPHER_KEY: start the server with that key in "
+        "CIPHER_KEY_PREVIOUS (the task is kept)",
+    )
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("Unexpected error on %s %s", request.method, request.url.path)
     # answered from outside every middleware (Starlette's last resort): add their headers here
@@ -120,5 +131,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationFailed: on_validation_failed,
     HTTPException: on_http_exception,
     StoreUnavailable: on_store_unavailable,
+    DecryptionError: on_undecryptable,
     Exception: on_unexpected,
 }

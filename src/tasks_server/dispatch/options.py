@@ -29,6 +29,7 @@ from tasks_server.api.schemas import (
 )
 from tasks_server.dispatch.dns import DnsServerLookup, PrivateCaches, resolve_entry
 from tasks_server.dispatch.engine import HandleBound
+from tasks_server.dispatch.policy import TargetPolicy, guard_for
 
 CurlOption = tuple[int, Any]
 
@@ -41,6 +42,7 @@ class Attempt(msgspec.Struct, frozen=True):
     retry_limit: int
     estimate_next_retry_at: int
     timeout_ms: int
+    target_policy: TargetPolicy | None = None  # the server's TARGET_ALLOW / TARGET_DENY
 
 
 Row = Callable[[HttpRequest, Config, Attempt], Iterable[CurlOption]]
@@ -455,6 +457,11 @@ def ha_proxy(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable
         yield pycurl.HAPROXYPROTOCOL, 1
 
 
+def target_policy(request: HttpRequest, config: Config, attempt: Attempt) -> Iterable[CurlOption]:
+    if attempt.target_policy is not None:  # every socket libcurl opens is checked here
+        yield pycurl.OPENSOCKETFUNCTION, guard_for(attempt.target_policy, config)
+
+
 # (task option, row). Order matters only where libcurl needs it (method before body).
 CURL_OPTION_TABLE: tuple[tuple[str, Row], ...] = (
     ("httpRequest.url, httpRequest.query", url),
@@ -480,6 +487,8 @@ CURL_OPTION_TABLE: tuple[tuple[str, Row], ...] = (
     ("config.keepAliveDuration", keep_alive),
     ("config.sessionId", session_id),
     ("config.hsts", hsts),
+    # before name_resolution: Pending values settle in order, so a refusal precedes any lookup
+    ("TARGET_ALLOW, TARGET_DENY (server settings, not task options)", target_policy),
     ("config.resolve, config.dnsServer, config.dohUrl, config.dohInsecure", name_resolution),
     (
         "config.proxy, proxyHeaders, proxyInsecure, proxyHttpVersion, proxyAuthBasic,"

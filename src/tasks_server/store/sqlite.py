@@ -48,7 +48,9 @@ PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
-    "PRAGMA busy_timeout = 5000",
+    # short: while another connection holds the write lock, callers queue behind each
+    # waiting group, so a long wait per group makes every request wait several times over
+    "PRAGMA busy_timeout = 2000",
     "PRAGMA temp_store = MEMORY",
 )
 TASK_FIELDS = msgspec.structs.fields(TaskRow)
