@@ -39,10 +39,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tasks_server.config import Settings
-from tasks_server.crypto import KEY_FILE_NAME, Cipher, DecryptionError
-from tasks_server.crypto import _fsync_dir as fsync_dir
+from tasks_server.crypto import KEY_FILE_NAME, Cipher, DecryptionError, fsync_dir
 from tasks_server.store import queries
 from tasks_server.store.migrations import pending
+from tasks_server.store.sqlite import process_exists
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -734,19 +734,11 @@ def live_servers(conn: sqlite3.Connection, stale_ms: int) -> list[str]:
         return []  # no instance table (no server ever ran on it), or not a database at all
     here = socket.gethostname()
     return [
-        f"pid {pid} on {host}" for _, host, pid, _ in rows if host != here or _process_exists(pid)
+        # our own pid counts here: a server may run in this very process
+        f"pid {pid} on {host}"
+        for _, host, pid, _ in rows
+        if host != here or process_exists(pid)
     ]
-
-
-def _process_exists(pid: int) -> bool:
-    # unlike the store's check, our own pid counts: a server may run in this process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _refuse_if_served(conn: sqlite3.Connection, database: Path, stale_ms: int) -> None:

@@ -95,7 +95,7 @@ def load_or_create_secret(configured: str, data_dir: Path) -> str:
             return _read_secret(path)
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     log.warning(
         "CIPHER_KEY is not set: generated a random key in %s (mode 0600). "
         "Keep this file with the database; tasks cannot be read without it.",
@@ -111,7 +111,7 @@ def _read_secret(path: Path) -> str:
     return secret
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -386,9 +386,8 @@ class SqliteStore:
         return await self._write(record)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # that pid is us now: the instance that held it is gone
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (ours included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -396,3 +395,8 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _pid_alive(pid: int) -> bool:
+    # our own pid means the instance that held it is gone (a container restart reuses pids)
+    return pid != os.getpid() and process_exists(pid)
