@@ -199,6 +199,7 @@ class SqliteStore:
         )
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
+        self._point_reads: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -206,12 +207,18 @@ class SqliteStore:
         apply_migrations(writer, "sqlite")
         self._writer = _Worker("sqlite-writer", writer, group_commit=True)
         self._reader = _Worker("sqlite-reader", _connect(self.path), group_commit=False)
+        self._point_reads = _connect(self.path)
+        # on the loop itself: never wait for a lock there (the reader thread will)
+        self._point_reads.execute("PRAGMA busy_timeout = 0")
 
     async def close(self) -> None:
         for worker in (self._writer, self._reader):
             if worker is not None:
                 worker.stop()
         self._writer = self._reader = None
+        if self._point_reads is not None:
+            self._point_reads.close()
+            self._point_reads = None
 
     def _write(
         self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
@@ -235,10 +242,17 @@ class SqliteStore:
         await self._write(insert)
 
     async def get_owner(self, owner_id: str) -> OwnerRow | None:
+        # every authenticated request asks this: a primary-key read of a small,
+        # cached table is cheaper on the loop than a hop to the reader thread
         def select(conn: sqlite3.Connection) -> OwnerRow | None:
             row = conn.execute(self._q["get_owner"], {"id": owner_id}).fetchone()
             return OwnerRow(*row) if row else None
 
+        if self._point_reads is not None:
+            try:
+                return select(self._point_reads)
+            except sqlite3.OperationalError:
+                pass  # busy (e.g. a checkpoint): wait for it in the reader thread instead
         return await self._read(select)
 
     async def delete_owner(self, owner_id: str, name: str) -> None:
