@@ -147,28 +147,27 @@ def scenario_burst(ctx: Context) -> list[Figure]:
     ]
 
 
-def scenario_timing(ctx: Context) -> list[Figure]:
-    count = 10_000 // ctx.scale
-    spread = 20_000 // min(ctx.scale, 4)
+def register_due_and_collect(
+    ctx: Context, mode: str, count: int, spread: int, prefix: str, arrivals: int
+) -> list[tuple[float, str, str, str]]:
+    """Register `count` tasks due over `spread` ms after registration ends; their arrivals."""
     ctx.target.reset()
     server = Server().start()
     try:
         owner = server.owner()
         due = plan_due(count)
-        wrk_register(
-            server,
-            owner,
-            count,
-            target=ctx.target.url(""),
-            mode="timing",
-            due_base=due,
-            spread_ms=spread,
-        )
-        rows = wait_arrivals(
-            ctx.target, "/t/", count, timeout=(due - now_ms()) / 1000 + spread / 1000 + 30
-        )
+        target = ctx.target.url("")
+        wrk_register(server, owner, count, target=target, mode=mode, due_base=due, spread_ms=spread)
+        timeout = (due - now_ms()) / 1000 + spread / 1000 + 60
+        return wait_arrivals(ctx.target, prefix, arrivals, timeout=timeout)
     finally:
         server.stop()
+
+
+def scenario_timing(ctx: Context) -> list[Figure]:
+    count = 10_000 // ctx.scale
+    spread = 20_000 // min(ctx.scale, 4)
+    rows = register_due_and_collect(ctx, "timing", count, spread, "/t/", count)
     lateness = [arrival - int(uri.split("/")[2]) for arrival, uri, _, _ in rows]
     return [
         Figure(
@@ -189,25 +188,7 @@ def scenario_timing(ctx: Context) -> list[Figure]:
 def scenario_retry(ctx: Context) -> list[Figure]:
     count = 10_000 // ctx.scale
     spread = 10_000 // min(ctx.scale, 4)
-    ctx.target.reset()
-    server = Server().start()
-    try:
-        owner = server.owner()
-        due = plan_due(count)
-        wrk_register(
-            server,
-            owner,
-            count,
-            target=ctx.target.url(""),
-            mode="retry",
-            due_base=due,
-            spread_ms=spread,
-        )
-        rows = wait_arrivals(
-            ctx.target, "/fail/", count * 4, timeout=(due - now_ms()) / 1000 + spread / 1000 + 60
-        )
-    finally:
-        server.stop()
+    rows = register_due_and_collect(ctx, "retry", count, spread, "/fail/", count * 4)
     lateness = [
         arrival - int(planned) for arrival, _, retry, planned in rows if retry not in ("-", "")
     ]
