@@ -122,10 +122,8 @@ def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def running_api(directory: Path, **overrides: Any) -> Iterator[Api]:
-    """A server on a database in `directory`, with Settings overrides, for one `with` block
-    (a module-scoped fixture shares one between the tests of a file)."""
-    settings = test_settings(directory, **overrides)
+def running(settings: Settings) -> Iterator[Api]:
+    """A real server on `settings` for the length of one `with` block."""
     server = ServerThread(settings)
     server.start()
     api = Api(f"http://127.0.0.1:{server.port}", settings)
@@ -134,6 +132,26 @@ def running_api(directory: Path, **overrides: Any) -> Iterator[Api]:
     finally:
         api.close()
         server.stop()
+
+
+@contextmanager
+def running_api(directory: Path, **overrides: Any) -> Iterator[Api]:
+    """A server on a database in `directory`, with Settings overrides, for one `with` block
+    (a module-scoped fixture shares one between the tests of a file)."""
+    with running(test_settings(directory, **overrides)) as api:
+        yield api
+
+
+def assert_error(reply: httpx.Response, status: int, message: str | None = None) -> dict[str, Any]:
+    """The reply is our JSON error shape with this status (and message); returns its body."""
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = reply.json()
+    assert isinstance(body["action"], str) and body["action"]
+    assert isinstance(body["message"], str) and body["message"]
+    if message is not None:
+        assert body["message"] == message
+    return body
 
 
 @pytest.fixture

@@ -72,6 +72,19 @@ class Arrival:
 Responder = Callable[[Arrival], Reply]
 
 
+def _serve_in_thread(server: socketserver.BaseServer) -> None:
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+def _port_of(server: socketserver.BaseServer) -> int:
+    return int(server.server_address[1])
+
+
+def _close(server: socketserver.BaseServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class _Recorder:
     """Arrivals, scripts and responders, shared by the HTTP/1.x and HTTP/2 targets."""
 
@@ -177,18 +190,14 @@ class Target(_Recorder):
             self._server.socket = ssl_context.wrap_socket(
                 self._server.socket, server_side=True, do_handshake_on_connect=False
             )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
+        _serve_in_thread(self._server)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return _port_of(self._server)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        _close(self._server)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         target = self
@@ -275,18 +284,14 @@ class H2Target(_Recorder):
                 pass
 
         self._server = Server((host, 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
+        _serve_in_thread(self._server)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return _port_of(self._server)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        _close(self._server)
 
     def _serve_connection(self, raw: socket.socket) -> None:
         import h2.config
@@ -495,11 +500,11 @@ class ForwardProxy:
                 pass
 
         self._server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        _serve_in_thread(self._server)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return _port_of(self._server)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ProxyArrival]:
         def enough() -> list[ProxyArrival] | None:
@@ -510,8 +515,7 @@ class ForwardProxy:
         return found
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        _close(self._server)
 
     def _serve_one(self, handler: socketserver.StreamRequestHandler) -> bool:
         """Serve one request on the connection; False when the connection is done."""

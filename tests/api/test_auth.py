@@ -10,7 +10,7 @@ import httpx
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner
+from tests.conftest import Api, Owner, assert_error
 
 MESSAGE_401 = "The request did not include valid authentication"
 MESSAGE_403 = "The server did not accept valid authentication"
@@ -45,16 +45,6 @@ def call(
     if body is None:
         return api.http.request(method, url, headers=headers)
     return api.http.request(method, url, json=body, headers=headers)
-
-
-def assert_error(reply: httpx.Response, status: int, message: str | None = None) -> None:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    body = reply.json()
-    assert isinstance(body["action"], str) and body["action"]
-    assert isinstance(body["message"], str) and body["message"]
-    if message is not None:
-        assert body["message"] == message
 
 
 def _both(authorization: str, owner_id: str) -> dict[str, str]:

@@ -6,11 +6,10 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner, ServerThread
+from tests.conftest import Api, Owner, ServerThread, assert_error
 from tests.conftest import test_settings as make_settings
 
 LIMIT = 1024
@@ -27,15 +26,6 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     yield api
     api.close()
     server.stop()
-
-
-def assert_error(reply: httpx.Response, status: int) -> dict[str, Any]:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = reply.json()
-    assert isinstance(body["action"], str) and body["action"]
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 # ---- bodies that are not JSON ----

@@ -17,7 +17,7 @@ from ulid import ULID
 
 import tests.conftest as conftest
 from tasks_server.dispatch import capabilities
-from tests.conftest import Api, Owner
+from tests.conftest import Api, Owner, assert_error
 from tests.targets import Reply, Target, wait_until
 
 FAR = 3_600_000  # ms: a task that will not fall due during a test
@@ -87,14 +87,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, Owne
     yield api, api.owner()
     api.close()
     server.stop()
-
-
-def assert_error(reply: httpx.Response, status: int) -> dict[str, Any]:
-    assert reply.status_code == status, reply.text
-    body: dict[str, Any] = reply.json()
-    assert isinstance(body["action"], str)
-    assert isinstance(body["message"], str)
-    return body
 
 
 # ---- the action x state table (reference section 3.1, our codes) ----

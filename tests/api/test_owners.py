@@ -15,7 +15,7 @@ import httpx
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner, running_api
+from tests.conftest import Api, Owner, assert_error, running_api
 from tests.targets import Target
 
 HOUR = 3_600_000
@@ -24,15 +24,6 @@ KEY = re.compile(r"^[A-Za-z0-9]{64}$")
 
 def register(api: Api, body: Any) -> httpx.Response:
     return api.http.post("/v1/owners/register", json=body)
-
-
-def assert_error(reply: httpx.Response, status: int) -> dict[str, Any]:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = reply.json()
-    assert isinstance(body["action"], str) and body["action"]
-    assert isinstance(body["message"], str) and body["message"]
-    return body
 
 
 def far_task(api: Api, owner: Owner, url: str = "http://127.0.0.1:9/cb") -> dict[str, Any]:

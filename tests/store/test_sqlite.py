@@ -8,8 +8,6 @@ import os
 import sqlite3
 import stat
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,15 @@ import pytest
 from ulid import ULID
 
 import tests.conftest as conftest
-from tasks_server.config import Settings
 from tasks_server.crypto import Cipher, load_or_create_secret
 from tasks_server.store.base import LimitReached, OwnerRow, TaskRow
 from tasks_server.store.migrations import apply_migrations
 from tasks_server.store.sqlite import SqliteStore
-from tests.conftest import Api
+from tests.conftest import running
 from tests.targets import Reply, Target
 
 FAR = 3_600_000
 MARKER = "Zq7-MARKER-8xW"
-
-
-@contextmanager
-def running(settings: Settings) -> Iterator[Api]:
-    """A real server on `settings` for the length of the block (stopped at its end)."""
-    server = conftest.ServerThread(settings)
-    server.start()
-    api = Api(f"http://127.0.0.1:{server.port}", settings)
-    try:
-        yield api
-    finally:
-        api.close()
-        server.stop()
 
 
 def read_only(path: Path) -> sqlite3.Connection:
