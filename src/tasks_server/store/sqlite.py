@@ -7,11 +7,18 @@ loss on a power cut costs nothing but a repeated delivery (claims, heartbeats)
 go in a first group committed without the fsync, so a claim never waits for
 the disk. Reads run on a second connection in a reader thread, so a long list
 never delays a commit.
+
+Several server processes on one file (CLUSTER_MODE) take turns at the write
+lock through an flock on `<database>.lock` around each group: the waiting
+writer is woken the moment the lock is free, where SQLite's own busy handler
+sleeps 1, 2, 5, 10 ... ms between tries (which made p99 register latency
+several hundred ms with two processes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import queue
 import sqlite3
@@ -67,9 +74,13 @@ def _connect(path: str) -> sqlite3.Connection:
 class _Worker:
     """A thread owning one connection, running jobs handed to it from the loop."""
 
-    def __init__(self, name: str, conn: sqlite3.Connection, group_commit: bool) -> None:
+    def __init__(
+        self, name: str, conn: sqlite3.Connection, group_commit: bool, lock_path: str = ""
+    ) -> None:
         self._conn = conn
         self._group_commit = group_commit
+        # the processes' turn at the write lock (see the module docstring)
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else -1
         self._jobs: queue.SimpleQueue[tuple[Job, bool] | None] = queue.SimpleQueue()
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -87,6 +98,8 @@ class _Worker:
         self._jobs.put(None)
         self._thread.join()
         self._conn.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
 
     def _run(self) -> None:
         while True:
@@ -129,6 +142,8 @@ class _Worker:
             return future, None, _translate(exc)
 
     def _run_group(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
+        if self._lock_fd >= 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # held only for one group by each process
         try:
             return self._try_group(batch)
         except sqlite3.Error as exc:
@@ -140,6 +155,9 @@ class _Worker:
                     self._conn.execute("ROLLBACK")
             failure = _translate(exc)
             return [(future, None, failure) for _, future in batch]
+        finally:
+            if self._lock_fd >= 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _try_group(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
         conn = self._conn
@@ -205,7 +223,9 @@ class SqliteStore:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         writer = _connect(self.path)
         apply_migrations(writer, "sqlite")
-        self._writer = _Worker("sqlite-writer", writer, group_commit=True)
+        self._writer = _Worker(
+            "sqlite-writer", writer, group_commit=True, lock_path=f"{self.path}.lock"
+        )
         self._reader = _Worker("sqlite-reader", _connect(self.path), group_commit=False)
         self._point_reads = _connect(self.path)
         # on the loop itself: never wait for a lock there (the reader thread will)
