@@ -74,9 +74,12 @@ def plan_due(count: int, margin_s: float = 2.0) -> int:
 # ---- scenarios ----
 
 
-def scenario_register(ctx: Context) -> list[Figure]:
+CLUSTER_ENV = {"CLUSTER_MODE": "1", "MAX_INSTANCES": "2"}
+
+
+def scenario_register(ctx: Context, label: str = "register", **env: str) -> list[Figure]:
     count = 20_000 // ctx.scale
-    server = Server().start()
+    server = Server(**env).start()
     try:
         owner = server.owner()
         summary = wrk_register(server, owner, count, target=ctx.target.url(""), mode="register")
@@ -85,25 +88,26 @@ def scenario_register(ctx: Context) -> list[Figure]:
     seconds = summary["seconds"]
     if summary["status_errors"] or summary["socket_errors"]:
         ctx.notes.append(
-            f"register: {summary['status_errors']} non-2xx, "
-            f"{summary['socket_errors']} socket errors"
+            f"{label}: {summary['status_errors']} non-2xx, {summary['socket_errors']} socket errors"
         )
     return [
         Figure(
-            "register",
+            label,
             f"{count} registrations, 64 clients",
             count / seconds,
             "tasks/s",
             ">= 4000",
             lambda v: v >= 4000,
         ),
-        Figure(
-            "register", "p99 latency", summary["p99_us"] / 1000, "ms", "<= 50", lambda v: v <= 50
-        ),
+        Figure(label, "p99 latency", summary["p99_us"] / 1000, "ms", "<= 50", lambda v: v <= 50),
     ]
 
 
-def scenario_burst(ctx: Context) -> list[Figure]:
+def scenario_register_cluster(ctx: Context) -> list[Figure]:
+    return scenario_register(ctx, "register, cluster of 2", **CLUSTER_ENV)
+
+
+def scenario_burst(ctx: Context, label: str = "dispatch burst", **env: str) -> list[Figure]:
     # the tasks are written through the store before the server starts (the
     # rows the API writes), so the figure is the dispatch alone, not how fast
     # they could be registered
@@ -112,11 +116,11 @@ def scenario_burst(ctx: Context) -> list[Figure]:
     data = Path(tempfile.mkdtemp(prefix="bench-burst-"))
     due = now_ms() + int((count / FILL_RATE_GUESS + BURST_MARGIN_S) * 1000)
     fill(data / "tasks.db", 0, count, ctx.target.url(""), due_at=due)
-    server = Server(data)
+    server = Server(data, **env)
     try:
         server.start()
         if now_ms() > due:
-            ctx.notes.append("burst: the server was up after the due time; figure is pessimistic")
+            ctx.notes.append(f"{label}: the server was up after the due time (pessimistic)")
         rows = wait_arrivals(ctx.target, "/t/", count, timeout=(due - now_ms()) / 1000 + 60)
     finally:
         server.stop()
@@ -125,10 +129,10 @@ def scenario_burst(ctx: Context) -> list[Figure]:
     rate = len(rows) / max(0.001, (last - due) / 1000)
     baseline = curl_multi_rate(ctx.target.url("/b/"), count, concurrency=1000)
     if len(rows) < count:
-        ctx.notes.append(f"burst: only {len(rows)} of {count} arrived")
+        ctx.notes.append(f"{label}: only {len(rows)} of {count} arrived")
     return [
         Figure(
-            "dispatch burst",
+            label,
             f"{count} due at once: due to last arrival",
             rate,
             "tasks/s",
@@ -136,7 +140,7 @@ def scenario_burst(ctx: Context) -> list[Figure]:
             lambda v: v >= 10000,
         ),
         Figure(
-            "dispatch burst",
+            label,
             "bare libcurl baseline, same target",
             baseline,
             "req/s",
@@ -144,7 +148,7 @@ def scenario_burst(ctx: Context) -> list[Figure]:
             lambda v: True,
         ),
         Figure(
-            "dispatch burst",
+            label,
             "ratio to baseline",
             rate / baseline,
             "x",
@@ -152,6 +156,10 @@ def scenario_burst(ctx: Context) -> list[Figure]:
             lambda v: v >= 0.5,
         ),
     ]
+
+
+def scenario_burst_cluster(ctx: Context) -> list[Figure]:
+    return scenario_burst(ctx, "dispatch burst, cluster of 2", **CLUSTER_ENV)
 
 
 def register_due_and_collect(
@@ -331,7 +339,9 @@ def scenario_list(ctx: Context) -> list[Figure]:
 
 SCENARIOS: dict[str, Callable[[Context], list[Figure]]] = {
     "register": scenario_register,
+    "register-cluster": scenario_register_cluster,
     "burst": scenario_burst,
+    "burst-cluster": scenario_burst_cluster,
     "timing": scenario_timing,
     "retry": scenario_retry,
     "scale": scenario_scale,

@@ -21,7 +21,9 @@ def test_bench_run_prints_every_scenario() -> None:
     table = result.stdout
     for scenario in (
         "register",
+        "register, cluster of 2",
         "dispatch burst",
+        "dispatch burst, cluster of 2",
         "timing",
         "retry storm",
         "scale",

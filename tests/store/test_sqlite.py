@@ -65,6 +65,7 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
     assert [(version, name) for version, name, _ in first] == [
         (1, "0001_initial.sql"),
         (2, "0002_backups.sql"),
+        (3, "0003_queue_counter_on_insert.sql"),
     ]
     # a second start applies nothing and keeps the data
     with running(settings) as api:
@@ -85,10 +86,14 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
 def test_apply_migrations_on_an_empty_file(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
     try:
-        assert apply_migrations(conn, "sqlite") == ["0001_initial.sql", "0002_backups.sql"]
+        assert apply_migrations(conn, "sqlite") == [
+            "0001_initial.sql",
+            "0002_backups.sql",
+            "0003_queue_counter_on_insert.sql",
+        ]
         assert apply_migrations(conn, "sqlite") == []
         rows = conn.execute("SELECT version FROM schema_migration").fetchall()
-        assert rows == [(1,), (2,)]
+        assert rows == [(1,), (2,), (3,)]
     finally:
         conn.close()
 

@@ -47,7 +47,8 @@ from tasks_server.store.base import (
 from tasks_server.store.migrations import apply_migrations
 
 T = TypeVar("T")
-Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
+# (work, its caller's future, whether the work is one statement: see _try_group)
+Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
 Lanes = tuple[list[Job], list[Job]]  # (without fsync, durable)
 
 MAX_GROUP = 512
@@ -87,11 +88,19 @@ class _Worker:
         self._thread.start()
 
     def submit(
-        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        one_statement: bool = False,
     ) -> asyncio.Future[T]:
-        """Run `fn` on this thread's connection; `durable=False` skips the fsync."""
+        """Run `fn` on this thread's connection; `durable=False` skips the fsync.
+
+        `one_statement`: `fn` changes the database with at most one statement,
+        which SQLite applies whole or not at all, so it needs no savepoint.
+        """
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(((fn, future), durable))
+        self._jobs.put(((fn, future, one_statement), durable))
         return future
 
     def stop(self) -> None:
@@ -135,7 +144,7 @@ class _Worker:
         return lanes
 
     def _run_one(self, job: Job) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
-        fn, future = job
+        fn, future, _ = job
         try:
             return future, fn(self._conn), None
         except BaseException as exc:
@@ -154,7 +163,7 @@ class _Worker:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
             failure = _translate(exc)
-            return [(future, None, failure) for _, future in batch]
+            return [(future, None, failure) for _, future, _ in batch]
         finally:
             if self._lock_fd >= 0:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -164,9 +173,18 @@ class _Worker:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            return [(future, None, _translate(exc)) for _, future in batch]
+            return [(future, None, _translate(exc)) for _, future, _ in batch]
         results: list[tuple[asyncio.Future[Any], Any, Any]] = []
-        for fn, future in batch:
+        for fn, future, one_statement in batch:
+            # Every statement costs this thread a release and a re-take of the
+            # GIL, each a wait while the loop is busy, and the write lock is held
+            # meanwhile: one-statement jobs skip the savepoint's three statements.
+            if one_statement:
+                try:
+                    results.append((future, fn(conn), None))
+                except BaseException as exc:
+                    results.append((future, None, _translate(exc)))
+                continue
             conn.execute("SAVEPOINT job")
             try:
                 value = fn(conn)
@@ -241,10 +259,14 @@ class SqliteStore:
             self._point_reads = None
 
     def _write(
-        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        one_statement: bool = False,
     ) -> asyncio.Future[T]:
         assert self._writer is not None, "store is not open"
-        return self._writer.submit(fn, durable=durable)
+        return self._writer.submit(fn, durable=durable, one_statement=one_statement)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         assert self._reader is not None, "store is not open"
@@ -299,15 +321,13 @@ class SqliteStore:
     # ---- tasks ----
 
     async def insert_task(self, task: TaskRow, limit: int) -> None:
-        def insert(conn: sqlite3.Connection) -> None:
-            slot = conn.execute(
-                self._q["take_queue_slot"], {"owner_id": task.owner_id, "limit": limit}
-            )
-            if slot.rowcount == 0:
-                raise LimitReached(limit)
-            conn.execute(self._q["insert_task"], msgspec.structs.astuple(task))
+        values = (*msgspec.structs.astuple(task), task.owner_id, limit)
 
-        await self._write(insert)
+        def insert(conn: sqlite3.Connection) -> None:
+            if conn.execute(self._q["insert_task"], values).rowcount == 0:
+                raise LimitReached(limit)
+
+        await self._write(insert, one_statement=True)
 
     async def get_task(self, owner_id: str, task_id: str) -> TaskRow | None:
         return await self._read(lambda conn: self._select_task(conn, owner_id, task_id))
@@ -375,6 +395,7 @@ class SqliteStore:
         await self._write(
             lambda conn: conn.execute(self._q["heartbeat"], {"id": instance_id, "now": now}),
             durable=False,
+            one_statement=True,
         )
 
     async def release_dead_leases(
@@ -409,7 +430,7 @@ class SqliteStore:
             return Claim(tasks, next_due)
 
         # a claim lost to a power cut only means the task is sent again (at least once)
-        return await self._write(claim, durable=False)
+        return await self._write(claim, durable=False, one_statement=True)
 
     async def record_attempts(self, records: list[AttemptRecord]) -> int:
         rows = [msgspec.structs.asdict(record) for record in records]

@@ -18,12 +18,11 @@ DELETE FROM owner WHERE id = :id;
 -- name: replace_owner_key
 UPDATE owner SET key_digest = :new_digest WHERE id = :id AND key_digest = :old_digest;
 
--- name: take_queue_slot
-UPDATE owner SET tasks_in_queue = tasks_in_queue + 1
-WHERE id = :owner_id AND tasks_in_queue < :limit;
 
 -- name: insert_task
-INSERT INTO task ({task_columns}) VALUES ({task_values});
+-- the trigger task_enters_queue counts it; nothing is inserted once the owner is at the limit
+INSERT INTO task ({task_columns}) SELECT {task_values}
+WHERE (SELECT tasks_in_queue FROM owner WHERE id = ?) < ?;
 
 -- name: get_task
 SELECT {task_columns} FROM task WHERE id = :id AND owner_id = :owner_id;

@@ -1,0 +1,390 @@
+"""CLUSTER_MODE=1: `tasks-server serve` as a supervisor of worker processes on one socket
+and one database, checked through real processes (found in /proc) and real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tasks_server.crypto import KEY_FILE_NAME
+from tests.conftest import Owner
+from tests.e2e.test_restart import EXECUTABLE, Served, free_port, now_ms
+from tests.targets import Reply, Target, wait_until
+
+LISTENING = re.compile(r"listening on \S+ \(pid (\d+),")
+# every process the tests saw a supervisor start, killed at the end if still there
+SEEN: set[int] = set()
+
+
+# ---- processes, from /proc (no psutil here, nor /proc/<pid>/task/*/children) ----
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = text.rpartition(")")[2].split()[:2]
+    return state, int(ppid)
+
+
+def alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")  # an unreaped zombie has stopped
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[1] == pid:
+            found.append(int(entry.name))
+    SEEN.update(found)
+    return sorted(found)
+
+
+def is_worker(pid: int) -> bool:
+    return "multiprocessing.spawn" in cmdline(pid)
+
+
+def socket_owner(local_port: int, remote_port: int, pids: Iterable[int]) -> int | None:
+    """Which of `pids` holds the TCP socket 127.0.0.1:local_port <-> :remote_port."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (
+            local_port,
+            remote_port,
+        ) and inode != "0":
+            inodes.add(f"socket:[{inode}]")
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+# ---- a cluster under test ----
+
+
+class Cluster(Served):
+    """`tasks-server serve` with CLUSTER_MODE=1: the supervisor is `proc`."""
+
+    def __init__(
+        self, tmp: Path, port: int, log_name: str, env: dict[str, str], started: list[Cluster]
+    ) -> None:
+        self.port = port
+        self._started = started
+        super().__init__(tmp, port, log_name, {"CLUSTER_MODE": "1", **env})
+
+    def _ready(self) -> bool:
+        if self not in self._started:  # known to the fixture from the first poll on
+            self._started.append(self)
+        return super()._ready()
+
+    def workers(self) -> list[int]:
+        return [pid for pid in children(self.proc.pid) if is_worker(pid) and alive(pid)]
+
+    def listening_pids(self) -> list[int]:
+        return [int(pid) for pid in LISTENING.findall(self.log())]
+
+    def wait_listening(self, count: int, timeout: float = 30) -> list[int]:
+        """The pids of the first `count` workers to log their "listening on" line."""
+
+        def enough() -> list[int] | None:
+            assert self.proc.poll() is None, self.log()
+            pids = self.listening_pids()
+            return pids if len(pids) >= count else None
+
+        found: list[int] = wait_until(enough, timeout=timeout, interval=0.05)
+        return found
+
+    def fresh(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request on a new connection (landing on any worker)."""
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10) as client:
+            return client.request(method, path, **kwargs)
+
+    def terminate(self) -> None:
+        """Stop without a trace: the supervisor frozen (so that it starts no one else),
+        its children killed, then itself; and any worker seen before that is left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+            for pid in children(self.proc.pid):
+                os.kill(pid, signal.SIGKILL)
+        self.kill()
+        for pid in SEEN:
+            if alive(pid) and "multiprocessing" in cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Start a cluster (MAX_INSTANCES=2 unless given) with extra environment variables;
+    every process of it is killed at the end, whatever the test did."""
+    port = free_port()
+    started: list[Cluster] = []
+
+    def start(**env: str) -> Cluster:
+        return Cluster(
+            tmp_path, port, f"cluster-{len(started)}.log", {"MAX_INSTANCES": "2", **env}, started
+        )
+
+    try:
+        yield start
+    finally:
+        for served in started:
+            served.terminate()
+
+
+def register(served: Cluster, owner: Owner, urls: list[str], **config: Any) -> list[str]:
+    """Register one task per URL over a few connections at once; their ids in order."""
+    clients = [
+        httpx.Client(base_url=f"http://127.0.0.1:{served.port}", timeout=10) for _ in range(4)
+    ]
+
+    def one(index: int) -> str:
+        body = {"httpRequest": {"url": urls[index], "method": "GET"}, "config": config}
+        reply = clients[index % len(clients)].post(
+            "/v1/queues/register", json=body, headers=owner.headers
+        )
+        assert reply.status_code == 201, reply.text
+        task_id: str = reply.json()["id"]
+        return task_id
+
+    try:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            return list(pool.map(one, range(len(urls))))
+    finally:
+        for client in clients:
+            client.close()
+
+
+def ids_at(target: Target, path: str) -> list[str]:
+    return [a.header("X-Tasks-Queue-Id") or "" for a in target.arrivals_at(path)]
+
+
+def wait_success(served: Cluster, owner: Owner, ids: list[str], timeout: float = 20) -> None:
+    def done() -> bool:
+        reply = served.fresh(
+            "GET", "/v1/queues", params={"limit": 1000, "state": "SUCCESS"}, headers=owner.headers
+        )
+        assert reply.status_code == 200, reply.text
+        return {t["id"] for t in reply.json()} >= set(ids)
+
+    wait_until(done, timeout=timeout, interval=0.05)
+
+
+def test_two_workers_share_the_work_and_stop_on_sigterm(
+    cluster: Callable[..., Cluster], target: Target
+) -> None:
+    served = cluster()
+    listening = served.wait_listening(2)
+    workers = served.workers()
+    assert len(workers) == 2, [cmdline(pid) for pid in children(served.proc.pid)]
+    assert sorted(listening) == workers  # each worker serves, under its own pid
+    assert served.proc.pid not in workers
+
+    owner = served.owner("cluster-owner")
+    urls = [target.url(f"/cb/{i}") for i in range(300)]
+    ids = register(served, owner, urls, executionDelay=30)
+    arrivals = target.wait_for(300, timeout=30)
+    wait_success(served, owner, ids)
+    # every task sent once: no claim was taken by both workers
+    sent = [a.header("X-Tasks-Queue-Id") for a in target.arrivals]
+    assert len(sent) == 300
+    assert sorted(sent) == sorted(ids)
+    assert sorted(a.path for a in arrivals) == sorted(f"/cb/{i}" for i in range(300))
+    # which worker sent them, as far as their connections to the target are still open
+    senders = [socket_owner(a.client_port, target.port, workers) for a in arrivals]
+    print("arrivals per worker:", {pid: senders.count(pid) for pid in [*workers, None]})
+
+    processes = children(served.proc.pid)  # the workers and the resource tracker
+    asked = now_ms()
+    assert served.stop(signal.SIGTERM, timeout=20) == 0
+    assert now_ms() - asked < 15_000
+    assert not [pid for pid in workers if alive(pid)]  # joined by the supervisor
+    wait_until(lambda: not [pid for pid in processes if alive(pid)], timeout=5)
+    assert served.log().count("Stopped instance") == 2
+    print(asked, served.log()[-1500:])
+
+
+def test_one_key_file_shared_by_every_worker(
+    cluster: Callable[..., Cluster], target: Target, tmp_path: Path
+) -> None:
+    served = cluster(CIPHER_KEY="")  # empty counts as unset: the key file is used
+    served.wait_listening(2)
+    workers = served.workers()
+    data_dir = tmp_path / "data"
+    assert [p.name for p in data_dir.iterdir() if "key" in p.name] == [KEY_FILE_NAME]
+    assert (data_dir / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
+    assert served.log().count("generated a random key") == 1
+
+    owner = served.owner("key-owner")  # every registration on this one connection
+    ids = [
+        served.task(owner, target.url(f"/key/{i}"), executionDelay=3_600_000)["id"]
+        for i in range(10)
+    ]
+    # each read on a new connection, until both workers have answered some
+    answered: dict[int, int] = {}
+    reads = 0
+    while len(answered) < 2 or reads < 20:
+        assert reads < 300, f"one worker answered every connection: {answered}"
+        index = reads % len(ids)
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        try:
+            conn.request("GET", f"/v1/queues/{ids[index]}/config", headers=owner.headers)
+            reply = conn.getresponse()
+            body = reply.read()
+            assert reply.status == 200, body
+            assert httpx.Response(200, content=body).json()["httpRequest"]["url"] == target.url(
+                f"/key/{index}"
+            )
+            pid = socket_owner(served.port, conn.sock.getsockname()[1], workers)
+        finally:
+            conn.close()
+        assert pid is not None
+        answered[pid] = answered.get(pid, 0) + 1
+        reads += 1
+    print("reads per worker:", answered)
+    assert served.stop(signal.SIGTERM, timeout=20) == 0
+    assert [p.name for p in data_dir.iterdir() if "key" in p.name] == [KEY_FILE_NAME]
+
+
+def test_a_killed_worker_is_replaced_and_its_task_sent_again(
+    cluster: Callable[..., Cluster], target: Target
+) -> None:
+    target.script("/slow", Reply(200, b"late", delay=5.0), always=Reply(200, b"again"))
+    served = cluster()
+    served.wait_listening(2)
+    workers = served.workers()
+    assert len(workers) == 2
+    owner = served.owner("kill-owner")
+    slow = served.task(owner, target.url("/slow"), executionDelay=1)
+    (first,) = target.wait_for(1, "/slow")
+    sender = socket_owner(first.client_port, target.port, workers)
+    assert sender is not None, "the worker sending the request was not found"
+
+    os.kill(sender, signal.SIGKILL)
+    killed_at = now_ms()
+    served.http.close()  # its connection may have been to the killed worker
+
+    def replaced() -> list[int] | None:
+        # a new connection is answered at every moment: the sibling serves alone meanwhile
+        assert served.fresh("GET", "/status").status_code == 200
+        now = served.workers()
+        return now if len(now) == 2 and sender not in now else None
+
+    now_workers = wait_until(replaced, timeout=15, interval=0.05)
+    (survivor,) = set(workers) - {sender}
+    assert survivor in now_workers
+    print(f"replacement after {now_ms() - killed_at} ms")
+    assert f"Worker {sender} exited (status -9)" in served.log()
+
+    # what the dead worker had in flight is sent again by one of the others, once
+    again = target.wait_for(2, "/slow", timeout=15)[1]
+    assert again.header("X-Tasks-Queue-Id") == slow["id"]
+    print(f"in-flight task sent again after {again.at_ms - killed_at:.0f} ms")
+    wait_success(served, owner, [slow["id"]])
+    assert ids_at(target, "/slow") == [slow["id"], slow["id"]]
+
+    # tasks registered after the kill: each delivered once
+    urls = [target.url(f"/after/{i}") for i in range(40)]
+    ids = register(served, owner, urls, executionDelay=30)
+    target.wait_for(42, timeout=20)
+    wait_success(served, owner, ids)
+    assert sorted(a.header("X-Tasks-Queue-Id") for a in target.arrivals[2:]) == sorted(ids)
+    assert len(target.arrivals) == 42
+    assert served.stop(signal.SIGTERM, timeout=20) == 0
+
+
+def test_workers_exit_when_the_supervisor_is_killed(cluster: Callable[..., Cluster]) -> None:
+    served = cluster()
+    served.wait_listening(2)
+    processes = children(served.proc.pid)  # the workers and the resource tracker
+    assert len([pid for pid in processes if is_worker(pid)]) == 2
+    served.kill()  # SIGKILL
+    assert served.proc.returncode == -signal.SIGKILL
+    wait_until(lambda: not [pid for pid in processes if alive(pid)], timeout=15, interval=0.05)
+
+    def port_free() -> bool:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", served.port))
+            except OSError:
+                return False
+            return True
+
+    wait_until(port_free, timeout=5, interval=0.05)  # no process holds the socket any more
+
+
+def run_serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "PATH_SQLITE": str(tmp_path / "data" / "tasks.db"),
+        "CIPHER_KEY": "e2e-cipher-key",
+        "LOG": "1",
+        **env,
+    }
+    return subprocess.run(
+        [str(EXECUTABLE), "serve"], env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CLUSTER_MODE", "maybe", "expected 1 or 0"),
+        ("MAX_INSTANCES", "-1", "expected an integer >= 0"),
+        ("MAX_INSTANCES", "two", "MAX_INSTANCES='two'"),
+    ],
+)
+def test_a_bad_cluster_setting_stops_serve_before_any_worker(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    env = {"CLUSTER_MODE": "1", "MAX_INSTANCES": "2", "PORT": str(free_port()), variable: value}
+    result = run_serve(tmp_path, **env)
+    assert result.returncode == 2, result  # click's usage error
+    assert f"{variable}={value!r}" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Cluster mode" not in result.stdout
+    assert not (tmp_path / "data").exists()  # not even the database was prepared
+
+
+def test_a_port_in_use_stops_the_cluster_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve(tmp_path, CLUSTER_MODE="1", MAX_INSTANCES="2", PORT=str(port))
+    assert result.returncode == 1, result
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Cluster mode" not in result.stdout
