@@ -1,5 +1,6 @@
 """Settings from the environment and from an env file."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,10 @@ def test_empty_values_count_as_unset() -> None:
         ("MAX_TASKS_IN_QUEUE", "0"),
         ("MAX_SIZE_BODY_REQUEST", "-5"),
         ("SHUTDOWN_GRACE_MS", "-1"),
+        ("CLUSTER_MODE", "maybe"),
+        ("CLUSTER_MODE", "2"),
+        ("MAX_INSTANCES", "-1"),
+        ("MAX_INSTANCES", "two"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
@@ -132,3 +137,28 @@ def test_hardening_variables_are_read() -> None:
 def test_bad_hardening_settings_are_refused(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
+
+
+def test_cluster_variables_are_read() -> None:
+    settings = Settings.from_env({"CLUSTER_MODE": "1", "MAX_INSTANCES": "3"})
+    assert (settings.cluster_mode, settings.max_instances, settings.instances) == (True, 3, 3)
+    defaults = Settings.from_env({})
+    assert (defaults.cluster_mode, defaults.max_instances, defaults.instances) == (False, 0, 1)
+    for on in ("true", "YES", "on"):
+        assert Settings.from_env({"CLUSTER_MODE": on}).cluster_mode
+    for off in ("0", "false", "No", "off"):
+        assert not Settings.from_env({"CLUSTER_MODE": off}).cluster_mode
+
+
+def test_instances_is_one_without_cluster_mode_and_one_per_cpu_with_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MAX_INSTANCES is read but has no effect without CLUSTER_MODE
+    assert Settings.from_env({"CLUSTER_MODE": "0", "MAX_INSTANCES": "4"}).instances == 1
+    assert Settings.from_env({"MAX_INSTANCES": "4"}).instances == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 6
+    assert Settings.from_env({"CLUSTER_MODE": "1", "MAX_INSTANCES": "0"}).instances == 6
+    assert Settings.from_env({"CLUSTER_MODE": "1", "MAX_INSTANCES": "2"}).instances == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # the count cannot be known
+    assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 1

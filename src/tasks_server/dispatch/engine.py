@@ -257,13 +257,14 @@ class CurlEngine:
             transfer.future.cancel()
         if self._timer is not None:
             self._timer.cancel()
-        self._loop.remove_reader(self._epoll.fileno())
-        self._epoll.close()
-        self._watched.clear()
         for handle in self._idle:
             handle.close()
         self._idle.clear()
         self._multi.close()
+        # last: closing the multi handle still reports (and shuts down) its cached connections
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+        self._watched.clear()
 
     # ---- libcurl -> loop ----
 
