@@ -156,9 +156,13 @@ def test_instances_is_one_without_cluster_mode_and_one_per_cpu_with_zero(
     # MAX_INSTANCES is read but has no effect without CLUSTER_MODE
     assert Settings.from_env({"CLUSTER_MODE": "0", "MAX_INSTANCES": "4"}).instances == 1
     assert Settings.from_env({"MAX_INSTANCES": "4"}).instances == 1
+    # the CPUs this process may use (a container's limit), not the host's count
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 6)
-    assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 6
-    assert Settings.from_env({"CLUSTER_MODE": "1", "MAX_INSTANCES": "0"}).instances == 6
+    assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 3
+    assert Settings.from_env({"CLUSTER_MODE": "1", "MAX_INSTANCES": "0"}).instances == 3
     assert Settings.from_env({"CLUSTER_MODE": "1", "MAX_INSTANCES": "2"}).instances == 2
+    monkeypatch.delattr(os, "sched_getaffinity")  # a platform without it
+    assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 6
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # the count cannot be known
     assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 1

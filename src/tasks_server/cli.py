@@ -25,6 +25,7 @@ from tasks_server.crypto import KEY_FILE_NAME, load_or_create_secret
 from tasks_server.key_rotation import RotationError, rotate_key
 from tasks_server.store.sqlite import SqliteStore
 
+log = logging.getLogger("tasks_server")
 GC_THRESHOLD = 50_000  # container allocations between two young-generation collections
 
 
@@ -90,8 +91,12 @@ def serve(host: str | None, port: int | None, env_file: str | None) -> None:
 
 def serve_cluster(settings: Settings) -> int:
     """CLUSTER_MODE=1: the database and the key prepared once, then the workers."""
-    asyncio.run(prepare_database(settings))
-    load_or_create_secret(settings.cipher_key, settings.data_dir)
+    try:
+        asyncio.run(prepare_database(settings))
+        load_or_create_secret(settings.cipher_key, settings.data_dir)
+    except Exception as exc:  # what a single server reports as its start-up failure
+        log.error("Cannot start: %s", exc)
+        return STARTUP_FAILURE
     try:
         sock = bind_socket(settings)
     except OSError as exc:

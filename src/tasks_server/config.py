@@ -117,7 +117,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """How many serve processes run: one, or MAX_INSTANCES (0: one per CPU) in cluster mode."""
         if not self.cluster_mode:
             return 1
-        return self.max_instances or os.cpu_count() or 1
+        return self.max_instances or _usable_cpus()
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a container's limit), not all the host's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def _flag(raw: str) -> bool:

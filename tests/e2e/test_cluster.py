@@ -23,8 +23,6 @@ from tests.e2e.test_restart import EXECUTABLE, Served, free_port, now_ms
 from tests.targets import Reply, Target, wait_until
 
 LISTENING = re.compile(r"listening on \S+ \(pid (\d+),")
-# every process the tests saw a supervisor start, killed at the end if still there
-SEEN: set[int] = set()
 
 
 # ---- processes, from /proc (no psutil here, nor /proc/<pid>/task/*/children) ----
@@ -57,7 +55,6 @@ def children(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[1] == pid:
             found.append(int(entry.name))
-    SEEN.update(found)
     return sorted(found)
 
 
@@ -101,6 +98,7 @@ class Cluster(Served):
         self, tmp: Path, port: int, log_name: str, env: dict[str, str], started: list[Cluster]
     ) -> None:
         self.port = port
+        self.seen: set[int] = set()  # every process it was seen to start: killed at the end
         self._started = started
         super().__init__(tmp, port, log_name, {"CLUSTER_MODE": "1", **env})
 
@@ -109,8 +107,13 @@ class Cluster(Served):
             self._started.append(self)
         return super()._ready()
 
+    def children(self) -> list[int]:
+        found = children(self.proc.pid)
+        self.seen.update(found)
+        return found
+
     def workers(self) -> list[int]:
-        return [pid for pid in children(self.proc.pid) if is_worker(pid) and alive(pid)]
+        return [pid for pid in self.children() if is_worker(pid) and alive(pid)]
 
     def listening_pids(self) -> list[int]:
         return [int(pid) for pid in LISTENING.findall(self.log())]
@@ -136,10 +139,10 @@ class Cluster(Served):
         its children killed, then itself; and any worker seen before that is left."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGSTOP)
-            for pid in children(self.proc.pid):
+            for pid in self.children():
                 os.kill(pid, signal.SIGKILL)
         self.kill()
-        for pid in SEEN:
+        for pid in self.seen:
             if alive(pid) and "multiprocessing" in cmdline(pid):
                 os.kill(pid, signal.SIGKILL)
 
@@ -207,7 +210,7 @@ def test_two_workers_share_the_work_and_stop_on_sigterm(
     served = cluster()
     listening = served.wait_listening(2)
     workers = served.workers()
-    assert len(workers) == 2, [cmdline(pid) for pid in children(served.proc.pid)]
+    assert len(workers) == 2, [cmdline(pid) for pid in served.children()]
     assert sorted(listening) == workers  # each worker serves, under its own pid
     assert served.proc.pid not in workers
     # each in a process group of its own: a Ctrl-C reaches the supervisor alone
@@ -228,7 +231,7 @@ def test_two_workers_share_the_work_and_stop_on_sigterm(
     senders = [owners.get((a.client_port, target.port)) for a in arrivals]
     print("arrivals per worker:", {pid: senders.count(pid) for pid in [*workers, None]})
 
-    processes = children(served.proc.pid)  # the workers and the resource tracker
+    processes = served.children()  # the workers and the resource tracker
     asked = now_ms()
     assert served.stop(signal.SIGTERM, timeout=20) == 0
     assert now_ms() - asked < 15_000
@@ -330,7 +333,7 @@ def test_a_killed_worker_is_replaced_and_its_task_sent_again(
 def test_workers_exit_when_the_supervisor_is_killed(cluster: Callable[..., Cluster]) -> None:
     served = cluster()
     served.wait_listening(2)
-    processes = children(served.proc.pid)  # the workers and the resource tracker
+    processes = served.children()  # the workers and the resource tracker
     assert len([pid for pid in processes if is_worker(pid)]) == 2
     served.kill()  # SIGKILL
     assert served.proc.returncode == -signal.SIGKILL
@@ -405,3 +408,15 @@ def test_a_worker_that_cannot_start_stops_the_cluster(tmp_path: Path) -> None:
     assert "A worker could not start (see above); stopping the cluster" in result.stdout
     assert "listening on" not in result.stdout
     assert "starting another" not in result.stdout  # not restarted in a loop
+
+
+def test_a_database_that_cannot_be_created_stops_the_cluster_before_any_worker(
+    tmp_path: Path,
+) -> None:
+    env = {"CLUSTER_MODE": "1", "MAX_INSTANCES": "2", "PORT": str(free_port())}
+    result = run_serve(tmp_path, PATH_SQLITE="/proc/no-such-dir/tasks.db", **env)
+    assert result.returncode == 3, result  # as a single server's start-up failure
+    assert "Cannot start: " in result.stdout
+    assert "/proc/no-such-dir" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Cluster mode" not in result.stdout
