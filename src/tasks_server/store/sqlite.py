@@ -430,7 +430,8 @@ class SqliteStore:
             return Claim(tasks, next_due)
 
         # a claim lost to a power cut only means the task is sent again (at least once)
-        return await self._write(claim, durable=False, one_statement=True)
+        # (a savepoint still: were the second query to fail, the claim must not stay)
+        return await self._write(claim, durable=False)
 
     async def record_attempts(self, records: list[AttemptRecord]) -> int:
         rows = [msgspec.structs.asdict(record) for record in records]
