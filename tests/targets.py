@@ -155,6 +155,23 @@ class _Recorder:
         with self._lock:
             self.arrivals.append(arrival)
 
+    def _take(self, at: float, pairs: list[tuple[str, str]], body: bytes, protocol: str) -> Reply:
+        """Record an HTTP/2 or HTTP/3 request from its header pairs; the reply to send."""
+        pseudo = {k: v for k, v in pairs if k.startswith(":")}
+        regular = tuple((k, v) for k, v in pairs if not k.startswith(":"))
+        path = pseudo.get(":path", "/")
+        arrival = Arrival(
+            at_ms=at,
+            method=pseudo.get(":method", ""),
+            path=path,
+            headers={k.lower(): v for k, v in regular},
+            body=body,
+            protocol=protocol,
+            header_list=regular,
+        )
+        self._record(arrival)
+        return self._next_reply(path.split("?")[0], arrival)
+
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
@@ -329,20 +346,7 @@ class H2Target(_Recorder):
     def _answer(
         self, conn: Any, stream_id: int, at: float, pairs: list[tuple[str, str]], body: bytes
     ) -> None:
-        pseudo = {k: v for k, v in pairs if k.startswith(":")}
-        regular = tuple((k, v) for k, v in pairs if not k.startswith(":"))
-        path = pseudo.get(":path", "/")
-        arrival = Arrival(
-            at_ms=at,
-            method=pseudo.get(":method", ""),
-            path=path,
-            headers={k.lower(): v for k, v in regular},
-            body=body,
-            protocol="HTTP/2",
-            header_list=regular,
-        )
-        self._record(arrival)
-        reply = self._next_reply(path.split("?")[0], arrival)
+        reply = self._take(at, pairs, body, "HTTP/2")
         if reply.delay:
             time.sleep(reply.delay)
         headers = [(":status", str(reply.status)), ("content-length", str(len(reply.body)))]
@@ -421,20 +425,7 @@ class H3Target(_Recorder):
 
             def _answer(self, stream_id: int) -> None:
                 at, pairs, body = self.streams.pop(stream_id)
-                pseudo = {k: v for k, v in pairs if k.startswith(":")}
-                regular = tuple((k, v) for k, v in pairs if not k.startswith(":"))
-                path = pseudo.get(":path", "/")
-                arrival = Arrival(
-                    at_ms=at,
-                    method=pseudo.get(":method", ""),
-                    path=path,
-                    headers={k.lower(): v for k, v in regular},
-                    body=bytes(body),
-                    protocol="HTTP/3",
-                    header_list=regular,
-                )
-                target._record(arrival)
-                reply = target._next_reply(path.split("?")[0], arrival)
+                reply = target._take(at, pairs, bytes(body), "HTTP/3")
                 headers = [(b":status", str(reply.status).encode())]
                 headers.append((b"content-length", str(len(reply.body)).encode()))
                 headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]

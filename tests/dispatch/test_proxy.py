@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.request import parse_http_list, parse_keqv_list
 
 import pytest
 import trustme
 
 from tests.conftest import Api, Owner
-from tests.dispatch.test_request import md5, run
+from tests.dispatch.test_request import digest_params, run
 from tests.dispatch.test_tls import b64, get
 from tests.targets import ForwardProxy, ProxyArrival, Reply, Target, tls_context
 
@@ -38,14 +37,8 @@ def digest_gate(user: str, password: str, realm: str = "proxy@test") -> Any:
 
     def check(arrival: ProxyArrival) -> Reply | None:
         header = arrival.header("proxy-authorization") or ""
-        if not header.startswith("Digest "):
-            return Reply(407, b"", challenge)
-        params = parse_keqv_list(parse_http_list(header[len("Digest ") :]))
-        ha1 = md5(f"{user}:{realm}:{password}")
-        ha2 = md5(f"{arrival.method}:{params['uri']}")
-        expected = md5(f"{ha1}:{nonce}:{params['nc']}:{params['cnonce']}:{params['qop']}:{ha2}")
-        if params.get("username") == user and params.get("response") == expected:
-            return None
+        if digest_params(header, arrival.method, user, password, realm, nonce):
+            return None  # relay it
         return Reply(407, b"", challenge)
 
     return check
