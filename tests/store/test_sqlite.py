@@ -11,12 +11,13 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from ulid import ULID
 
 import tests.conftest as conftest
 from tasks_server.crypto import Cipher, load_or_create_secret
-from tasks_server.store.base import LimitReached, OwnerRow, TaskRow
+from tasks_server.store.base import AttemptRecord, LimitReached, OwnerRow, TaskRow
 from tasks_server.store.migrations import apply_migrations
 from tasks_server.store.sqlite import SqliteStore
 from tests.conftest import running
@@ -353,3 +354,61 @@ def test_key_file_is_not_readable_by_others_even_with_a_loose_umask(tmp_path: Pa
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "data" / "cipher.key").stat().st_mode) == 0o600
+
+
+async def test_outcomes_of_any_batch_size_are_written_where_the_lease_holds(tmp_path: Path) -> None:
+    db = tmp_path / "outcomes.db"
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        owner = owner_row()
+        await store.create_owner(owner)
+        # with the stale record, 343 = 256 + 64 + 16 + 4 + 3 x 1: every statement shape
+        count = 342
+        rows = [msgspec.structs.replace(task_row(owner.id), due_at=1) for _ in range(count)]
+        await asyncio.gather(*(store.insert_task(row, 1000) for row in rows))
+        claim = await store.claim_due_tasks(2, 1000, "instance", 77)
+        assert len(claim.tasks) == count
+        records = [
+            AttemptRecord(
+                id=task.id,
+                lease_token=task.lease_token,
+                state="SUCCESS" if n % 2 else "RUNNING",
+                status_code=200 + n % 2,
+                response=f"body {n}".encode(),
+                error=None,
+                retry_count=n % 2,
+                estimate_next_retry_at=n,
+                estimate_end_at=n * 10,
+                due_at=None if n % 2 else 5000 + n,
+            )
+            for n, task in enumerate(claim.tasks)
+        ]
+        stale = msgspec.structs.replace(records[0], lease_token=78, state="ERROR")
+        assert await store.record_attempts([*records, stale]) == count
+        with read_only(db) as conn:
+            stored = {
+                row[0]: row[1:]
+                for row in conn.execute(
+                    "SELECT id, state, status_code, response, retry_count, estimate_next_retry_at,"
+                    " estimate_end_at, due_at, lease_token, lease_owner FROM task"
+                )
+            }
+        for n, record in enumerate(records):
+            assert stored[record.id] == (
+                record.state,
+                record.status_code,
+                record.response,
+                record.retry_count,
+                n,
+                n * 10,
+                record.due_at,
+                None,
+                None,
+            )
+        found = await store.get_owner(owner.id)
+        assert found is not None
+        assert found.tasks_in_queue == count - count // 2  # the trigger ran for each one done
+        assert await store.record_attempts([]) == 0
+    finally:
+        await store.close()

@@ -23,12 +23,13 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+from msgspec.structs import astuple
 
 from tasks_server.store import queries
 from tasks_server.store.base import (
@@ -52,6 +53,8 @@ Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
 Lanes = tuple[list[Job], list[Job]]  # (without fsync, durable)
 
 MAX_GROUP = 512
+# outcomes per record statement: these few prepared shapes cover a batch of any size
+RECORD_CHUNKS = (256, 64, 16, 4, 1)
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
@@ -233,6 +236,11 @@ class SqliteStore:
                 "task_values": ", ".join("?" for _ in TASK_FIELDS),
             },
         )
+        row = "(" + ", ".join("?" for _ in msgspec.structs.fields(AttemptRecord)) + ")"
+        self._record_sql = {
+            size: self._q["record_attempts"].replace("{rows}", ", ".join([row] * size))
+            for size in RECORD_CHUNKS
+        }
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
         self._point_reads: sqlite3.Connection | None = None
@@ -434,12 +442,28 @@ class SqliteStore:
         return await self._write(claim, durable=False)
 
     async def record_attempts(self, records: list[AttemptRecord]) -> int:
-        rows = [msgspec.structs.asdict(record) for record in records]
+        # the parameters are laid out here, on the loop, which holds the GIL anyway
+        statements = [
+            (
+                self._record_sql[size],
+                [value for record in records[start : start + size] for value in astuple(record)],
+            )
+            for start, size in _chunks(len(records))
+        ]
 
         def record(conn: sqlite3.Connection) -> int:
-            return conn.executemany(self._q["record_attempt"], rows).rowcount
+            return sum(conn.execute(sql, params).rowcount for sql, params in statements)
 
         return await self._write(record)
+
+
+def _chunks(count: int) -> Iterator[tuple[int, int]]:
+    """(start, size) pairs covering `count` items in RECORD_CHUNKS sizes, largest first."""
+    start = 0
+    for size in RECORD_CHUNKS:
+        while count - start >= size:
+            yield start, size
+            start += size
 
 
 def process_exists(pid: int) -> bool:

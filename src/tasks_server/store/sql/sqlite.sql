@@ -73,10 +73,19 @@ RETURNING id, payload, retry_count, retry_limit, attempts, estimate_execution_at
 -- name: next_due_at
 SELECT MIN(due_at) FROM task WHERE due_at IS NOT NULL;
 
--- name: record_attempt
+-- name: record_attempts
+-- {rows} is one "(?, ...)" per outcome, the fields of store.base.AttemptRecord in
+-- order. One statement for a whole batch: the writer thread gives up and retakes
+-- the GIL once per statement, and beside a busy loop each retake is a wait.
 UPDATE task
-SET state = :state, status_code = :status_code, response = :response, error = :error,
-    retry_count = :retry_count, estimate_next_retry_at = :estimate_next_retry_at,
-    estimate_end_at = :estimate_end_at, due_at = :due_at,
+SET state = v.state, status_code = v.status_code, response = v.response, error = v.error,
+    retry_count = v.retry_count, estimate_next_retry_at = v.estimate_next_retry_at,
+    estimate_end_at = v.estimate_end_at, due_at = v.due_at,
     lease_owner = NULL, lease_token = NULL
-WHERE id = :id AND lease_token = :lease_token;
+FROM (
+    SELECT column1 AS id, column2 AS lease_token, column3 AS state, column4 AS status_code,
+        column5 AS response, column6 AS error, column7 AS retry_count,
+        column8 AS estimate_next_retry_at, column9 AS estimate_end_at, column10 AS due_at
+    FROM (VALUES {rows})
+) AS v
+WHERE task.id = v.id AND task.lease_token = v.lease_token;
