@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 from msgspec.structs import astuple
@@ -48,13 +48,28 @@ from tasks_server.store.base import (
 from tasks_server.store.migrations import apply_migrations
 
 T = TypeVar("T")
+
+
+class Batched(NamedTuple):
+    """One item of a write that the writer runs for all the items of its group at once.
+
+    `run` gets the connection and the group's items in queue order and returns
+    one result per item: its value, or an exception that fails that item alone.
+    Its statements stand alone (no savepoint per item is taken).
+    """
+
+    run: Callable[[sqlite3.Connection, list[Any]], list[Any]]
+    item: Any
+
+
 # (work, its caller's future, whether the work is one statement: see _try_group)
-Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
+Job = tuple[Callable[[sqlite3.Connection], Any] | Batched, asyncio.Future[Any], bool]
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 Lanes = tuple[list[Job], list[Job]]  # (without fsync, durable)
 
 MAX_GROUP = 512
-# outcomes per record statement: these few prepared shapes cover a batch of any size
-RECORD_CHUNKS = (256, 64, 16, 4, 1)
+# rows per multi-row statement: these few prepared shapes cover a batch of any size
+ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
@@ -92,7 +107,7 @@ class _Worker:
 
     def submit(
         self,
-        fn: Callable[[sqlite3.Connection], T],
+        fn: Callable[[sqlite3.Connection], T] | Batched,
         *,
         durable: bool = True,
         one_statement: bool = False,
@@ -146,8 +161,10 @@ class _Worker:
                 break
         return lanes
 
-    def _run_one(self, job: Job) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
+    def _run_one(self, job: Job) -> Outcome:
         fn, future, _ = job
+        if isinstance(fn, Batched):
+            return _run_batched(self._conn, fn.run, [(fn.item, future)])[0]
         try:
             return future, fn(self._conn), None
         except BaseException as exc:
@@ -178,7 +195,11 @@ class _Worker:
         except sqlite3.Error as exc:
             return [(future, None, _translate(exc)) for _, future, _ in batch]
         results: list[tuple[asyncio.Future[Any], Any, Any]] = []
+        batched: dict[Callable[[sqlite3.Connection, list[Any]], list[Any]], list[Any]] = {}
         for fn, future, one_statement in batch:
+            if isinstance(fn, Batched):
+                batched.setdefault(fn.run, []).append((fn.item, future))
+                continue
             # Every statement costs this thread a release and a re-take of the
             # GIL, each a wait while the loop is busy, and the write lock is held
             # meanwhile: one-statement jobs skip the savepoint's three statements.
@@ -198,6 +219,10 @@ class _Worker:
             else:
                 conn.execute("RELEASE job")
                 results.append((future, value, None))
+        for run, entries in batched.items():
+            # concurrent writes of one kind, in one statement where they can: the
+            # order among a group's jobs is free, none was answered before the commit
+            results += _run_batched(conn, run, entries)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -206,6 +231,28 @@ class _Worker:
             failure = _translate(exc)
             return [(future, None, failure) for future, _, _ in results]
         return results
+
+
+def _run_batched(
+    conn: sqlite3.Connection,
+    run: Callable[[sqlite3.Connection, list[Any]], list[Any]],
+    entries: list[tuple[Any, asyncio.Future[Any]]],
+) -> list[Outcome]:
+    conn.execute("SAVEPOINT batch")
+    try:
+        values = run(conn, [item for item, _ in entries])
+    except BaseException as exc:
+        conn.execute("ROLLBACK TO batch")
+        conn.execute("RELEASE batch")
+        failure = _translate(exc)
+        return [(future, None, failure) for _, future in entries]
+    conn.execute("RELEASE batch")
+    return [
+        (future, None, _translate(value))
+        if isinstance(value, BaseException)
+        else (future, value, None)
+        for (_, future), value in zip(entries, values, strict=True)
+    ]
 
 
 def _translate(exc: BaseException) -> BaseException:
@@ -236,11 +283,10 @@ class SqliteStore:
                 "task_values": ", ".join("?" for _ in TASK_FIELDS),
             },
         )
-        row = "(" + ", ".join("?" for _ in msgspec.structs.fields(AttemptRecord)) + ")"
-        self._record_sql = {
-            size: self._q["record_attempts"].replace("{rows}", ", ".join([row] * size))
-            for size in RECORD_CHUNKS
-        }
+        self._insert_sql = _multi_row(self._q["insert_tasks"], len(TASK_FIELDS))
+        self._record_sql = _multi_row(
+            self._q["record_attempts"], len(msgspec.structs.fields(AttemptRecord))
+        )
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
         self._point_reads: sqlite3.Connection | None = None
@@ -329,13 +375,56 @@ class SqliteStore:
     # ---- tasks ----
 
     async def insert_task(self, task: TaskRow, limit: int) -> None:
-        values = (*msgspec.structs.astuple(task), task.owner_id, limit)
+        assert self._writer is not None, "store is not open"
+        await self._writer.submit(Batched(self._insert_tasks, (task, limit)))
 
-        def insert(conn: sqlite3.Connection) -> None:
+    def _insert_tasks(
+        self, conn: sqlite3.Connection, items: list[tuple[TaskRow, int]]
+    ) -> list[BaseException | None]:
+        """A group's registrations in a few multi-row INSERTs; one result per item."""
+        results = self._refuse_over_limit(conn, items)
+        fits = [n for n, result in enumerate(results) if result is None]
+        for start, size in _chunks(len(fits)):
+            chunk = fits[start : start + size]
+            try:
+                conn.execute(
+                    self._insert_sql[size], [v for n in chunk for v in astuple(items[n][0])]
+                )
+            except sqlite3.IntegrityError:
+                # a bad row (a duplicate id, an owner deleted meanwhile) fails alone: from
+                # here on each is inserted by itself, checked against its owner's queue
+                for n in range(chunk[0], len(items)):
+                    results[n] = self._insert_one(conn, *items[n])
+                break
+        return results
+
+    def _refuse_over_limit(
+        self, conn: sqlite3.Connection, items: list[tuple[TaskRow, int]]
+    ) -> list[BaseException | None]:
+        """LimitReached for each item its owner's queue has no room for, in order."""
+        counts: dict[str, int] = {}
+        for owner_id in {task.owner_id for task, _ in items}:
+            found = conn.execute(self._q["get_owner"], {"id": owner_id}).fetchone()
+            counts[owner_id] = OwnerRow(*found).tasks_in_queue if found else 0
+        results: list[BaseException | None] = []
+        for task, limit in items:
+            if counts[task.owner_id] >= limit:
+                results.append(LimitReached(limit))
+            else:
+                counts[task.owner_id] += 1
+                results.append(None)
+        return results
+
+    def _insert_one(
+        self, conn: sqlite3.Connection, task: TaskRow, limit: int
+    ) -> BaseException | None:
+        values = (*astuple(task), task.owner_id, limit)
+        try:
             if conn.execute(self._q["insert_task"], values).rowcount == 0:
-                raise LimitReached(limit)
-
-        await self._write(insert, one_statement=True)
+                return LimitReached(limit)
+        except sqlite3.IntegrityError as exc:
+            return exc
+        return None
 
     async def get_task(self, owner_id: str, task_id: str) -> TaskRow | None:
         return await self._read(lambda conn: self._select_task(conn, owner_id, task_id))
@@ -457,10 +546,16 @@ class SqliteStore:
         return await self._write(record)
 
 
+def _multi_row(sql: str, columns: int) -> dict[int, str]:
+    """`sql` with its {rows} as many rows of `columns` parameters as each statement size."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return {size: sql.replace("{rows}", ", ".join([row] * size)) for size in ROWS_PER_STATEMENT}
+
+
 def _chunks(count: int) -> Iterator[tuple[int, int]]:
-    """(start, size) pairs covering `count` items in RECORD_CHUNKS sizes, largest first."""
+    """(start, size) pairs covering `count` items in ROWS_PER_STATEMENT sizes, largest first."""
     start = 0
-    for size in RECORD_CHUNKS:
+    for size in ROWS_PER_STATEMENT:
         while count - start >= size:
             yield start, size
             start += size

@@ -19,8 +19,14 @@ DELETE FROM owner WHERE id = :id;
 UPDATE owner SET key_digest = :new_digest WHERE id = :id AND key_digest = :old_digest;
 
 
+-- name: insert_tasks
+-- {rows} is one "(?, ...)" per task; the caller has checked each owner's queue
+-- limit in the same transaction, and the trigger task_enters_queue counts each
+INSERT INTO task ({task_columns}) VALUES {rows};
+
 -- name: insert_task
--- the trigger task_enters_queue counts it; nothing is inserted once the owner is at the limit
+-- one task by itself (after a failed insert_tasks): the trigger task_enters_queue
+-- counts it; nothing is inserted once the owner is at the limit
 INSERT INTO task ({task_columns}) SELECT {task_values}
 WHERE (SELECT tasks_in_queue FROM owner WHERE id = ?) < ?;
 
