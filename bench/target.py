@@ -71,6 +71,7 @@ class Target:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-target-"))
         self.port = free_port()
         self.log = self.dir / "arrivals.log"
+        self._counting = ("", 0, 0)  # (prefix, bytes read, arrivals seen)
         nginx = ensure_nginx()
         if nginx:
             self.kind = "nginx"
@@ -95,6 +96,27 @@ class Target:
         self.flush()
         self.log.write_text("")
         self.flush()
+        self._counting = ("", 0, 0)  # (prefix, bytes read, arrivals seen)
+
+    def count(self, prefix: str) -> int:
+        """How many arrivals under `prefix` are logged so far.
+
+        Cheap enough to poll beside a running benchmark: it reads only what was
+        logged since the last call, parses nothing and does not make nginx flush
+        (it writes its buffer at least every second).
+        """
+        if self._counting[0] != prefix:
+            self._counting = (prefix, 0, 0)
+        _, read_to, counted = self._counting
+        if not self.log.exists():
+            return 0
+        with self.log.open("rb") as log:
+            log.seek(read_to)
+            chunk = log.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        counted += complete.count(b" " + prefix.encode())
+        self._counting = (prefix, read_to + len(complete), counted)
+        return counted
 
     def flush(self) -> None:
         # nginx writes its buffered log on reopen (SIGUSR1)
