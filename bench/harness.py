@@ -371,7 +371,7 @@ def render(figures: list[Figure], ctx: Context, runs: int) -> str:
     ]
     for f in figures:
         digits = 2 if abs(f.value) < 10 else 1 if abs(f.value) < 100 else 0
-        value = f"{f.value:,.{digits}f}"
+        value = f"{round(f.value, digits) + 0.0:,.{digits}f}"  # + 0.0: never "-0.00"
         verdict = "pass" if f.passed(f.value) else "FAIL"
         lines.append(f"| {f.scenario} | {f.name} | {value} | {f.unit} | {f.target} | {verdict} |")
     if ctx.notes:
