@@ -2,7 +2,11 @@
 
 All writes go through one writer thread. It takes every job waiting in its
 queue, runs each inside its own SAVEPOINT of one transaction, commits once
-(one fsync for the whole group) and only then answers each caller. Jobs whose
+(one fsync for the whole group) and only then answers each caller. Jobs of one
+kind that can share statements (Batched: the group's registrations) run
+together, as a few multi-row statements; so do the outcomes of an attempt
+batch. Fewer statements matter here: the writer thread retakes the GIL after
+each one, and beside a busy loop every retake is a wait. Jobs whose
 loss on a power cut costs nothing but a repeated delivery (claims, heartbeats)
 go in a first group committed without the fsync, so a claim never waits for
 the disk. Reads run on a second connection in a reader thread, so a long list
