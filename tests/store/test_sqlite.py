@@ -8,6 +8,8 @@ import os
 import sqlite3
 import stat
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -260,13 +262,22 @@ def owner_row() -> OwnerRow:
     return OwnerRow(str(ULID()), f"owner-{ULID()!s}".lower()[:20], b"digest", 1, 0)
 
 
-async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
-    db = tmp_path / "group.db"
+@asynccontextmanager
+async def store_with_owner(db: Path) -> AsyncIterator[tuple[SqliteStore, OwnerRow]]:
+    """An open store on `db` with one registered owner; closed afterwards."""
     store = SqliteStore(str(db))
     await store.open()
     try:
         owner = owner_row()
         await store.create_owner(owner)
+        yield store, owner
+    finally:
+        await store.close()
+
+
+async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
+    db = tmp_path / "group.db"
+    async with store_with_owner(db) as (store, owner):
         salts, before = wal_commits(db)
         # few enough writes that even one commit each would not fill the WAL
         # (1000 pages) and restart it, which would hide commits from the count
@@ -279,17 +290,11 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
         found = await store.get_owner(owner.id)
         assert found is not None
         assert found.tasks_in_queue == count
-    finally:
-        await store.close()
 
 
 async def test_each_write_is_answered_after_its_commit(tmp_path: Path) -> None:
     db = tmp_path / "visible.db"
-    store = SqliteStore(str(db))
-    await store.open()
-    try:
-        owner = owner_row()
-        await store.create_owner(owner)
+    async with store_with_owner(db) as (store, owner):
         rows = [task_row(owner.id) for _ in range(50)]
 
         async def insert_then_look(row: TaskRow) -> bool:
@@ -300,16 +305,10 @@ async def test_each_write_is_answered_after_its_commit(tmp_path: Path) -> None:
             return found is not None
 
         assert all(await asyncio.gather(*(insert_then_look(row) for row in rows)))
-    finally:
-        await store.close()
 
 
 async def test_limit_is_atomic_within_a_group(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "limit.db"))
-    await store.open()
-    try:
-        owner = owner_row()
-        await store.create_owner(owner)
+    async with store_with_owner(tmp_path / "limit.db") as (store, owner):
         results = await asyncio.gather(
             *(store.insert_task(task_row(owner.id), 10) for _ in range(64)),
             return_exceptions=True,
@@ -319,17 +318,11 @@ async def test_limit_is_atomic_within_a_group(tmp_path: Path) -> None:
         found = await store.get_owner(owner.id)
         assert found is not None
         assert found.tasks_in_queue == 10
-    finally:
-        await store.close()
 
 
 async def test_a_failing_write_does_not_undo_the_rest_of_its_group(tmp_path: Path) -> None:
     db = tmp_path / "savepoint.db"
-    store = SqliteStore(str(db))
-    await store.open()
-    try:
-        owner = owner_row()
-        await store.create_owner(owner)
+    async with store_with_owner(db) as (store, owner):
         rows = [task_row(owner.id) for _ in range(20)]
         duplicates = [task_row(owner.id, row.id) for row in rows[:5]]
         results = await asyncio.gather(
@@ -343,8 +336,6 @@ async def test_a_failing_write_does_not_undo_the_rest_of_its_group(tmp_path: Pat
         assert found.tasks_in_queue == 20  # the failed ones gave their slot back
         with read_only(db) as conn:
             assert conn.execute("SELECT COUNT(*) FROM task").fetchone()[0] == 20
-    finally:
-        await store.close()
 
 
 def test_key_file_is_not_readable_by_others_even_with_a_loose_umask(tmp_path: Path) -> None:
@@ -358,11 +349,7 @@ def test_key_file_is_not_readable_by_others_even_with_a_loose_umask(tmp_path: Pa
 
 async def test_outcomes_of_any_batch_size_are_written_where_the_lease_holds(tmp_path: Path) -> None:
     db = tmp_path / "outcomes.db"
-    store = SqliteStore(str(db))
-    await store.open()
-    try:
-        owner = owner_row()
-        await store.create_owner(owner)
+    async with store_with_owner(db) as (store, owner):
         # with the stale record, 343 = 256 + 64 + 16 + 4 + 3 x 1: every statement shape
         count = 342
         rows = [msgspec.structs.replace(task_row(owner.id), due_at=1) for _ in range(count)]
@@ -410,5 +397,3 @@ async def test_outcomes_of_any_batch_size_are_written_where_the_lease_holds(tmp_
         assert found is not None
         assert found.tasks_in_queue == count - count // 2  # the trigger ran for each one done
         assert await store.record_attempts([]) == 0
-    finally:
-        await store.close()
