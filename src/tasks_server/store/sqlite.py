@@ -526,7 +526,18 @@ class SqliteStore:
         values = {"now": now, "limit": limit, "instance_id": instance_id, "token": token}
 
         def claim(conn: sqlite3.Connection) -> Claim:
-            tasks = [ClaimedTask(*row) for row in conn.execute(self._q["claim_due_tasks"], values)]
+            rows = _claimed_rows.decode(
+                conn.execute(self._q["claim_due_tasks"], values).fetchone()[0]
+            )
+            if rows:
+                ids = msgspec.json.encode([row[0] for row in rows]).decode()
+                conn.execute(self._q["lease_claimed"], {**values, "ids": ids})
+            tasks = [
+                ClaimedTask(
+                    id, bytes.fromhex(payload), retries, retry_limit, attempts, at, retry_at, token
+                )
+                for id, payload, retries, retry_limit, attempts, at, retry_at in rows
+            ]
             next_due: int | None = conn.execute(self._q["next_due_at"]).fetchone()[0]
             return Claim(tasks, next_due)
 
@@ -548,6 +559,11 @@ class SqliteStore:
             return sum(conn.execute(sql, params).rowcount for sql, params in statements)
 
         return await self._write(record)
+
+
+# what claim_due_tasks returns: id, payload (hex), retry_count, retry_limit, attempts,
+# estimate_execution_at, estimate_next_retry_at
+_claimed_rows = msgspec.json.Decoder(list[tuple[str, str, int, int, int, int, int]])
 
 
 def _multi_row(sql: str, columns: int) -> dict[int, str]:
