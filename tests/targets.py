@@ -175,6 +175,7 @@ class _Recorder:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # a claimed batch opens many connections at once
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that give up (timeouts, failed TLS handshakes) are expected here
