@@ -519,6 +519,30 @@ def test_edit_retry_options_keep_the_due_time(api: Api, owner: Owner, target: Ta
 
 
 @pytest.mark.parametrize(
+    ("registered", "edit", "exponential"),
+    [
+        ({"retry": 1}, {"retry": 3}, True),
+        ({"retry": 0}, {"retry": 2}, True),
+        ({"retry": 1}, {"retry": 3, "retryExponential": False}, False),
+        ({"retry": 3, "retryExponential": False}, {"retry": 5}, False),
+        ({"retry": 3}, {"retry": 1}, False),
+    ],
+)
+def test_edit_retry_count_takes_exponential_as_a_registration_would(
+    shared: tuple[Api, Owner],
+    target: Target,
+    registered: dict[str, Any],
+    edit: dict[str, Any],
+    exponential: bool,
+) -> None:
+    api, owner = shared
+    task = api.task(owner, payload(target.url("/x"), **registered))
+    assert act(api, owner, "edit", task["id"], {"config": edit}).status_code == 200
+    config = act(api, owner, "config", task["id"]).json()["config"]
+    assert (config["retry"], config["retryExponential"]) == (edit["retry"], exponential)
+
+
+@pytest.mark.parametrize(
     ("edit", "fields"),
     [
         (

@@ -202,6 +202,11 @@ def _edit_change(ctx: Services, row: TaskRow, patch: dict[str, Any], now: int) -
     if "executionDelay" in config_patch and "executeAt" not in config_patch:
         # a new delay replaces the stored date (executeAt would otherwise win)
         document.get("config", {}).pop("executeAt", None)
+    if stored.config.retry < 2 and "retry" in config_patch:
+        # under 2 retries the stored form says false whatever was asked (it makes no
+        # difference there): more retries take the default, as a registration would,
+        # unless the edit names retryExponential itself
+        document.get("config", {}).pop("retryExponential", None)
     merged = convert(merge_patch(document, patch), TaskSpec)
     rules = ValidationRules.from_settings(ctx.settings)
     reschedule = bool(SCHEDULE_FIELDS & set(config_patch))
