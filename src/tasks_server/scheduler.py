@@ -16,7 +16,6 @@ import os
 import secrets
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from functools import partial
 
@@ -42,11 +41,7 @@ IDLE_POLL_S = 1.0  # other processes may add tasks; look again at least this oft
 HEARTBEAT_S = 1.0
 CLAIM_RETRY_S = 0.5  # after a failed claim (database busy or read-only)
 RECORD_TRIES_AT_STOP = 3  # then the outcomes are left to the leases
-PREPARE_ASIDE_FROM = 32  # claimed tasks: from this many, decoded and built on a thread of their own
 MIN_CLAIM = 128  # while busy, wait for this many free slots: a claim costs the same for 1 or 500
-
-# a claimed task, its decoded spec, and its libcurl options (or why it cannot be sent)
-Prepared = tuple[ClaimedTask, TaskSpec, list[CurlOption] | str]
 
 
 def retry_policy(spec: TaskSpec) -> RetryPolicy:
@@ -117,10 +112,6 @@ class Scheduler:
         self._records_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._engine: CurlEngine | None = None
-        # claimed batches being decoded and built into requests (aside from the loop)
-        self._preparing: set[asyncio.Future[list[Prepared]]] = set()
-        self._preparing_count = 0
-        self._preparer: ThreadPoolExecutor | None = None
 
     # ---- control from the API ----
 
@@ -145,7 +136,6 @@ class Scheduler:
     async def start(self) -> None:
         now = now_ms()
         self._engine = CurlEngine(self._max_response_bytes)
-        self._preparer = ThreadPoolExecutor(1, thread_name_prefix="scheduler-prepare")
         # without TARGET_ALLOW / TARGET_DENY there is no refusal to explain: the engine's own
         self._send = (
             self._engine.perform
@@ -167,10 +157,6 @@ class Scheduler:
         claim, record, heartbeat = self._tasks
         heartbeat.cancel()
         await _quietly(claim)
-        if self._preparing:  # their tasks are not sent; their leases are released below
-            await asyncio.wait(list(self._preparing))
-        if self._preparer is not None:
-            self._preparer.shutdown()
         if self._in_flight:
             await asyncio.wait(list(self._in_flight.values()), timeout=self._grace_s)
         for future in list(self._in_flight.values()):
@@ -206,7 +192,7 @@ class Scheduler:
 
     async def _claim_round(self) -> float | None:
         """Claim what is due; return how long to sleep, or None to look again at once."""
-        busy = len(self._in_flight) + self._preparing_count
+        busy = len(self._in_flight)
         free = self._max_in_flight - busy
         if free <= 0 or (busy and free < self._min_claim):
             return IDLE_POLL_S  # a finished attempt wakes us
@@ -222,62 +208,22 @@ class Scheduler:
         now = now_ms()
         token = secrets.randbits(62)
         claim = await self._store.claim_due_tasks(now, limit, self.instance_id, token)
-        tasks = claim.tasks
-        if len(tasks) < PREPARE_ASIDE_FROM or self._preparer is None:
-            self._send_all(self._prepare_all(tasks, now))
-            return claim
-        # Built on a thread of its own while the loop sends the previous batch and
-        # the writer claims the next: claim, build and send overlap (the thread runs
-        # while the loop is in libcurl, which releases the GIL)
-        preparing = asyncio.get_running_loop().run_in_executor(
-            self._preparer, self._prepare_all, tasks, now
-        )
-        self._preparing.add(preparing)
-        self._preparing_count += len(tasks)
-        preparing.add_done_callback(lambda done: self._on_prepared(done, len(tasks)))
-        return claim
-
-    def _on_prepared(self, done: asyncio.Future[list[Prepared]], count: int) -> None:
-        self._preparing.discard(done)
-        self._preparing_count -= count
-        self._wake.set()
-        if self._stopping or done.cancelled():
-            return  # not sent: their leases are released at the end of stop()
-        if (exc := done.exception()) is not None:
-            log.error(
-                "Claimed tasks could not be prepared (%r); they run when their leases end", exc
-            )
-            return
-        self._send_all(done.result())
-
-    def _send_all(self, batch: list[Prepared]) -> None:
-        for claimed, spec, options in batch:
+        for claimed in claim.tasks:
             try:
-                self._send_prepared(claimed, spec, options)
+                self._dispatch(claimed, now)
             except Exception:
                 # the others of the batch still go; this one runs again when its lease ends
                 log.exception("Task %s could not be dispatched", claimed.id)
+        return claim
 
-    def _prepare_all(self, tasks: list[ClaimedTask], now: int) -> list[Prepared]:
-        batch = []
-        for task in tasks:
-            try:
-                prepared = self._prepare(task, now)
-                if prepared is not None:
-                    batch.append(prepared)
-            except Exception:
-                # the others of the batch still go; this one runs again when its lease ends
-                log.exception("Task %s could not be dispatched", task.id)
-        return batch
-
-    def _prepare(self, claimed: ClaimedTask, now: int) -> Prepared | None:
-        """The task's request, or the error that fails this attempt; None if unreadable."""
+    def _dispatch(self, claimed: ClaimedTask, now: int) -> None:
+        """Send the task's request, or record the error that fails this attempt."""
         try:
             spec = self._codec.open_spec(claimed.id, claimed.payload)
         except (DecryptionError, msgspec.DecodeError) as exc:
             # keep the task: its lease expires and it is tried again, e.g. with the right key
             log.error("Task %s cannot be read (%s); it stays queued", claimed.id, exc)
-            return None
+            return
         config = spec.config
         first = claimed.retry_count == 0
         budget = config.timeout
@@ -293,13 +239,14 @@ class Scheduler:
             target_policy=self._target_policy,
         )
         try:
-            return claimed, spec, curl_options(spec, attempt)
+            options: list[CurlOption] | str = curl_options(spec, attempt)
         except Exception as exc:
             # a stored value libcurl cannot take fails this attempt, never the loop
             log.error("Task %s cannot be sent as stored: %r", claimed.id, exc)
-            return claimed, spec, f"invalid request option: {exc}"
+            options = f"invalid request option: {exc}"
+        self._start_attempt(claimed, spec, options)
 
-    def _send_prepared(
+    def _start_attempt(
         self, claimed: ClaimedTask, spec: TaskSpec, options: list[CurlOption] | str
     ) -> None:
         if isinstance(options, str):
