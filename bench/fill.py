@@ -7,13 +7,13 @@ from pathlib import Path
 
 from ulid import ULID
 
-from tasks_server.api.auth import key_digest, new_key
-from tasks_server.api.queues import new_task_row
-from tasks_server.api.validation import parse_task_spec
 from tasks_server.codec import TaskCodec
 from tasks_server.crypto import Cipher
+from tasks_server.model.canonical import parse_task_spec
+from tasks_server.model.owners import key_digest, new_key
+from tasks_server.model.records import OwnerRow
+from tasks_server.model.registration import new_task_row
 from tasks_server.model.timing import now_ms
-from tasks_server.store.base import OwnerRow
 from tasks_server.store.sqlite import SqliteStore
 
 CHUNK = 5000

@@ -23,7 +23,10 @@ from tasks_server.backup import BackupSchedule
 from tasks_server.codec import TaskCodec
 from tasks_server.config import Settings
 from tasks_server.crypto import Cipher, load_or_create_secret
+from tasks_server.dispatch import capabilities
 from tasks_server.dispatch.policy import TargetPolicy
+from tasks_server.dispatch.sender import CurlSender
+from tasks_server.model.canonical import ValidationRules
 from tasks_server.scheduler import Scheduler
 from tasks_server.store.sqlite import SqliteStore
 
@@ -62,19 +65,24 @@ def create_app(settings: Settings) -> Starlette:
         await store.open()
         secret = load_or_create_secret(settings.cipher_key, settings.data_dir)
         codec = TaskCodec(Cipher(secret, settings.cipher_key_previous))
+        sender = CurlSender(settings.max_size_data_response, TargetPolicy.from_settings(settings))
         scheduler = Scheduler(
             store,
             codec,
+            sender,
             max_in_flight=settings.max_in_flight,
-            max_response_bytes=settings.max_size_data_response,
             stale_after_ms=settings.instance_stale_ms,
             shutdown_grace_ms=settings.shutdown_grace_ms,
-            target_policy=TargetPolicy.from_settings(settings),
         )
         backups = BackupSchedule(settings, scheduler.instance_id)  # bad settings raise here
         await scheduler.start()
         await backups.start()
-        app.state.services = Services(settings, store, codec, scheduler)
+        rules = ValidationRules(
+            allow_file_paths=settings.allow_file_paths,
+            http3=capabilities.HTTP3,
+            ntlm=capabilities.NTLM,
+        )
+        app.state.services = Services(settings, store, codec, scheduler, rules)
         log.info(
             "Tasks Server listening on %s://%s:%d (pid %d, instance %s, database %s)",
             "https" if settings.tls else "http",
@@ -89,6 +97,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await backups.stop()
             await scheduler.stop()
+            sender.close()
             await store.close()
             log.info("Stopped instance %s", scheduler.instance_id)
 

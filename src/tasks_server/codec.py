@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from tasks_server.api.schemas import TaskSpec
 from tasks_server.crypto import Cipher
+from tasks_server.model.spec import TaskSpec
 
 _spec_encoder = msgspec.msgpack.Encoder()
 _spec_decoder = msgspec.msgpack.Decoder(TaskSpec)

@@ -17,24 +17,22 @@ import secrets
 import socket
 import time
 from contextlib import suppress
-from functools import partial
 
 import msgspec
 from ulid import ULID
 
-from tasks_server.api.schemas import TaskSpec, ms
 from tasks_server.codec import TaskCodec
 from tasks_server.crypto import DecryptionError
-from tasks_server.dispatch.engine import CurlEngine
-from tasks_server.dispatch.options import Attempt, CurlOption, curl_options
-from tasks_server.dispatch.outcome import AttemptResult
-from tasks_server.dispatch.policy import TargetPolicy, perform_checked
+from tasks_server.dispatch.sender import Sender
 from tasks_server.model.lifecycle import State
-from tasks_server.model.retry import RetryPolicy
+from tasks_server.model.outcome import AttemptResult, plan_outcome
+from tasks_server.model.records import AttemptRecord, Claim, ClaimedTask
+from tasks_server.model.retry import retry_policy
+from tasks_server.model.spec import TaskSpec
 from tasks_server.model.timing import now_ms
-from tasks_server.store.base import AttemptRecord, Claim, ClaimedTask, Store
+from tasks_server.store.base import Store
 
-log = logging.getLogger("tasks_server")
+log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 512
 IDLE_POLL_S = 1.0  # other processes may add tasks; look again at least this often
@@ -44,43 +42,6 @@ RECORD_TRIES_AT_STOP = 3  # then the outcomes are left to the leases
 MIN_CLAIM = 128  # while busy, wait for this many free slots: a claim costs the same for 1 or 500
 
 
-def retry_policy(spec: TaskSpec) -> RetryPolicy:
-    """The retry policy a canonical task spec implies."""
-    config = spec.config
-    return RetryPolicy(
-        limit=config.retry,
-        interval_ms=config.retry_interval,
-        exponential=config.retry_exponential,
-        retry_at=ms(config.retry_at),
-        stop_on_status=frozenset(config.ignore_status_code),
-    )
-
-
-def plan_outcome(
-    claimed: ClaimedTask, policy: RetryPolicy, result: AttemptResult, now: int
-) -> AttemptRecord:
-    """What to write after an attempt: SUCCESS, a retry, or the final ERROR."""
-    state, retry_count, retry_at = State.ERROR, claimed.retry_count, None
-    if result.succeeded:
-        state = State.SUCCESS
-    elif not policy.stops_on(result.status_code):
-        retry_at = policy.next_retry_at(claimed.retry_count + 1, now)
-        if retry_at is not None:
-            state, retry_count = State.RUNNING, claimed.retry_count + 1
-    return AttemptRecord(
-        id=claimed.id,
-        lease_token=claimed.lease_token,
-        state=state,
-        status_code=result.status_code,
-        response=result.body,
-        error=None,  # sealed by the caller, like the response
-        retry_count=retry_count,
-        estimate_next_retry_at=retry_at or 0,
-        estimate_end_at=0 if retry_at is not None else now,
-        due_at=retry_at,
-    )
-
-
 class Scheduler:
     """Claims, dispatches and records; one per process, on the server's loop."""
 
@@ -88,22 +49,20 @@ class Scheduler:
         self,
         store: Store,
         codec: TaskCodec,
+        sender: Sender,
         *,
         max_in_flight: int,
-        max_response_bytes: int,
         stale_after_ms: int,
         shutdown_grace_ms: int,
-        target_policy: TargetPolicy | None = None,
     ) -> None:
         self.instance_id = str(ULID())
         self._store = store
         self._codec = codec
         self._max_in_flight = max_in_flight
         self._min_claim = min(MIN_CLAIM, max(1, max_in_flight // 4))
-        self._max_response_bytes = max_response_bytes
         self._stale_after_ms = stale_after_ms
         self._grace_s = shutdown_grace_ms / 1000
-        self._target_policy = target_policy
+        self._sender = sender
         self._host = socket.gethostname()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -111,7 +70,6 @@ class Scheduler:
         self._records: list[AttemptRecord] = []
         self._records_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._engine: CurlEngine | None = None
 
     # ---- control from the API ----
 
@@ -135,13 +93,6 @@ class Scheduler:
 
     async def start(self) -> None:
         now = now_ms()
-        self._engine = CurlEngine(self._max_response_bytes)
-        # without TARGET_ALLOW / TARGET_DENY there is no refusal to explain: the engine's own
-        self._send = (
-            self._engine.perform
-            if self._target_policy is None
-            else partial(perform_checked, self._engine)
-        )
         await self._store.register_instance(self.instance_id, self._host, os.getpid(), now)
         await self._release_dead_leases()
         self._tasks = [
@@ -169,8 +120,6 @@ class Scheduler:
         released = await self._store.release_leases(self.instance_id, now_ms())
         if released:
             log.info("Released %d unfinished attempts for the next start", released)
-        if self._engine is not None:
-            self._engine.close()
 
     # ---- the loops ----
 
@@ -217,43 +166,14 @@ class Scheduler:
         return claim
 
     def _dispatch(self, claimed: ClaimedTask, now: int) -> None:
-        """Send the task's request, or record the error that fails this attempt."""
+        """Hand the task's request to the sender."""
         try:
             spec = self._codec.open_spec(claimed.id, claimed.payload)
         except (DecryptionError, msgspec.DecodeError) as exc:
             # keep the task: its lease expires and it is tried again, e.g. with the right key
             log.error("Task %s cannot be read (%s); it stays queued", claimed.id, exc)
             return
-        config = spec.config
-        first = claimed.retry_count == 0
-        budget = config.timeout
-        timeout_at = ms(config.timeout_at)
-        if first and timeout_at is not None:
-            budget = timeout_at - now
-        attempt = Attempt(
-            task_id=claimed.id,
-            retry_count=claimed.retry_count,
-            retry_limit=claimed.retry_limit,
-            estimate_next_retry_at=claimed.estimate_next_retry_at,
-            timeout_ms=budget,
-            target_policy=self._target_policy,
-        )
-        try:
-            options: list[CurlOption] | str = curl_options(spec, attempt)
-        except Exception as exc:
-            # a stored value libcurl cannot take fails this attempt, never the loop
-            log.error("Task %s cannot be sent as stored: %r", claimed.id, exc)
-            options = f"invalid request option: {exc}"
-        self._start_attempt(claimed, spec, options)
-
-    def _start_attempt(
-        self, claimed: ClaimedTask, spec: TaskSpec, options: list[CurlOption] | str
-    ) -> None:
-        if isinstance(options, str):
-            future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
-            future.set_result(AttemptResult(0, error=options))
-        else:
-            future = self._send(options, keep_body=spec.config.trace_response_data)
+        future = self._sender.perform(spec, claimed, now)
         self._in_flight[claimed.id] = future
         future.add_done_callback(lambda done: self._on_attempt_done(claimed, spec, done))
 

@@ -15,7 +15,7 @@ from urllib.request import parse_http_list, parse_keqv_list
 import pytest
 import trustme
 
-from tasks_server.api.schemas import DEFAULT_USER_AGENT
+from tasks_server.model.spec import DEFAULT_USER_AGENT
 from tests.conftest import Api, Owner
 from tests.targets import Arrival, H2Target, Reply, Target, tls_context
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tasks_server.api.validation import parse_task_spec
-from tasks_server.model.retry import RetryPolicy
+from tasks_server.model.canonical import parse_task_spec
+from tasks_server.model.retry import RetryPolicy, retry_policy
 from tasks_server.model.timing import MAX_EPOCH_MS
-from tasks_server.scheduler import retry_policy
 
 NOW = 1_900_000_000_000
 HOUR = 3_600_000

@@ -19,7 +19,9 @@ from ulid import ULID
 
 import tests.conftest as conftest
 from tasks_server.crypto import Cipher, load_or_create_secret
-from tasks_server.store.base import AttemptRecord, LimitReached, OwnerRow, TaskRow
+from tasks_server.model.lifecycle import State
+from tasks_server.model.records import AttemptRecord, OwnerRow, TaskRow
+from tasks_server.store.base import LimitReached
 from tasks_server.store.migrations import apply_migrations
 from tasks_server.store.sqlite import SqliteStore
 from tests.conftest import running
@@ -239,7 +241,7 @@ def task_row(owner_id: str, task_id: str | None = None) -> TaskRow:
     return TaskRow(
         id=task_id or str(ULID()),
         owner_id=owner_id,
-        state="RUNNING",
+        state=State.RUNNING,
         created_at=1,
         estimate_execution_at=FAR,
         estimate_end_at=0,
@@ -360,7 +362,7 @@ async def test_outcomes_of_any_batch_size_are_written_where_the_lease_holds(tmp_
             AttemptRecord(
                 id=task.id,
                 lease_token=task.lease_token,
-                state="SUCCESS" if n % 2 else "RUNNING",
+                state=State.SUCCESS if n % 2 else State.RUNNING,
                 status_code=200 + n % 2,
                 response=f"body {n}".encode(),
                 error=None,
@@ -371,7 +373,7 @@ async def test_outcomes_of_any_batch_size_are_written_where_the_lease_holds(tmp_
             )
             for n, task in enumerate(claim.tasks)
         ]
-        stale = msgspec.structs.replace(records[0], lease_token=78, state="ERROR")
+        stale = msgspec.structs.replace(records[0], lease_token=78, state=State.ERROR)
         assert await store.record_attempts([*records, stale]) == count
         with read_only(db) as conn:
             stored = {

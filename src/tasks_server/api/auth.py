@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
-import secrets
-import string
 
 from starlette.requests import Request
 
 from tasks_server.api.errors import ApiError
-from tasks_server.store.base import OwnerRow, Store
+from tasks_server.model.owners import key_digest
+from tasks_server.model.records import OwnerRow
+from tasks_server.store.base import Store
 
-KEY_ALPHABET = string.ascii_letters + string.digits
-KEY_LENGTH = 64
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9]{64})\Z")
 # RFC 6750 b64token: what a REGISTRATION_TOKEN may be made of
 _BEARER_TOKEN = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)\Z")
 # RFC 9110: a 401 says how to authenticate
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tasks-server"'}
 ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\Z", re.IGNORECASE)
-
-
-def new_key() -> str:
-    """64 random letters and digits (~380 bits): shown once, stored as a digest."""
-    return "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_LENGTH))
-
-
-def key_digest(key: str) -> bytes:
-    # a fast hash suffices: the key is random, not a password that could be guessed
-    return hashlib.sha256(key.encode()).digest()
 
 
 async def authenticate(request: Request, store: Store) -> OwnerRow:

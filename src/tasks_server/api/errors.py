@@ -12,8 +12,8 @@ from starlette.responses import Response
 
 from tasks_server.api.schemas import ErrorBody
 from tasks_server.api.security_headers import security_headers
-from tasks_server.api.validation import ValidationFailed
 from tasks_server.crypto import DecryptionError
+from tasks_server.model.validation import ValidationFailed
 from tasks_server.store.base import StoreUnavailable
 
 log = logging.getLogger("tasks_server")

@@ -7,8 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tasks_server.api.decoding import decode_json
 from tasks_server.api.errors import ApiError, encode_json
-from tasks_server.api.validation import ValidationFailed, decode_json
+from tasks_server.model.validation import ValidationFailed
 
 
 def json_response(

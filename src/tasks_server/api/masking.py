@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from tasks_server.api.schemas import Config, TaskSpec, is_file_path
+from tasks_server.model.spec import Config, TaskSpec, is_file_path
 
 MASK = "********"
 # header (and query parameter) names whose values are credentials

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from tasks_server.api import schemas
 from tasks_server.api.errors import ApiError
 from tasks_server.config import Settings
+from tasks_server.model.spec import TaskSpec
 
 OPENAPI_PATH = "/openapi.json"
 SWAGGER_PATH = "/swagger"
@@ -192,7 +193,7 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 STRUCTS = (
-    schemas.TaskSpec,
+    TaskSpec,
     schemas.OwnerRegistration,
     schemas.ListQuery,
     schemas.OwnerCreated,

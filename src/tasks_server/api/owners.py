@@ -6,20 +6,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from ulid import ULID
 
-from tasks_server.api.auth import (
-    CHALLENGE,
-    authenticate,
-    check_registration_token,
-    key_digest,
-    new_key,
-)
+from tasks_server.api.auth import CHALLENGE, authenticate, check_registration_token
 from tasks_server.api.errors import ApiError
 from tasks_server.api.http import json_response, read_json
 from tasks_server.api.schemas import Done, OwnerCreated, OwnerName, OwnerRegistration, OwnerView
 from tasks_server.api.services import services
-from tasks_server.api.validation import convert
+from tasks_server.model.owners import key_digest, new_key
+from tasks_server.model.records import OwnerRow
 from tasks_server.model.timing import now_ms
-from tasks_server.store.base import Conflict, NotFound, OwnerRow
+from tasks_server.model.validation import convert
+from tasks_server.store.base import Conflict, NotFound
 
 # an answer holding a key is for its caller only: no cache keeps it
 _SECRET = {"Cache-Control": "no-store"}

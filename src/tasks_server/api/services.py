@@ -1,4 +1,4 @@
-"""What a handler may use: settings, the store, the codec and the scheduler."""
+"""What a handler may use: settings, the store, the codec, the scheduler, validation rules."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from tasks_server.codec import TaskCodec
 from tasks_server.config import Settings
+from tasks_server.model.canonical import ValidationRules
 from tasks_server.scheduler import Scheduler
 from tasks_server.store.base import Store
 
@@ -18,6 +19,7 @@ class Services:
     store: Store
     codec: TaskCodec
     scheduler: Scheduler
+    rules: ValidationRules  # what registrations and edits may ask of this server
 
 
 def services(request: Request) -> Services:

@@ -12,8 +12,8 @@ import dns.exception
 import dns.nameserver
 import pycurl
 
-from tasks_server.api.schemas import dns_server_address
 from tasks_server.dispatch.engine import HandleBound, OptionUnavailable, Pending
+from tasks_server.model.spec import dns_server_address
 
 MAX_LOOKUP_S = 10.0
 

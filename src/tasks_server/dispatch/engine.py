@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import select
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import pycurl
 
-from tasks_server.dispatch.outcome import TIMEOUT_STATUS, AttemptResult
+from tasks_server.model.outcome import TIMEOUT_STATUS, AttemptResult
 
 MAX_IDLE_HANDLES = 2048
 MAX_CACHED_CONNECTIONS = 4096
@@ -81,7 +80,6 @@ class _Transfer:
         "limit",
         "reusable",
         "size",
-        "started",
         "truncated",
     )
 
@@ -100,7 +98,6 @@ class _Transfer:
         self.size = 0
         self.truncated = False
         self.reusable = True
-        self.started = time.perf_counter()
 
     def write(self, chunk: bytes) -> int | None:
         room = self.limit - self.size
@@ -119,14 +116,13 @@ class _Transfer:
 
     def result(self, errno: int, message: str) -> AttemptResult:
         status = int(self.handle.getinfo(pycurl.RESPONSE_CODE))
-        elapsed = (time.perf_counter() - self.started) * 1000
         body = b"".join(self.body) if self.keep_body and (self.body or status) else None
         if errno == 0 or (errno == pycurl.E_WRITE_ERROR and self.truncated):
-            return AttemptResult(status, body, self.truncated, None, elapsed)
+            return AttemptResult(status, body)
         error = f"{message} (curl error {errno})" if message else f"curl error {errno}"
         if errno == pycurl.E_OPERATION_TIMEDOUT:
-            return AttemptResult(TIMEOUT_STATUS, None, False, error, elapsed)
-        return AttemptResult(0, None, False, error, elapsed)
+            return AttemptResult(TIMEOUT_STATUS, error=error)
+        return AttemptResult(0, error=error)
 
 
 _PLAIN_VALUES = frozenset({int, str, bytes, list})  # option values libcurl takes as they are
@@ -183,10 +179,6 @@ class CurlEngine:
         self._transfers: dict[pycurl.Curl, _Transfer] = {}
         self._idle: list[pycurl.Curl] = []
         self._settling: set[asyncio.Task[list[tuple[int, Any]]]] = set()
-
-    @property
-    def active(self) -> int:
-        return len(self._transfers)
 
     def perform(
         self, options: Iterable[tuple[int, Any]], *, keep_body: bool = True

@@ -19,17 +19,10 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import msgspec
 import pycurl
 
-from tasks_server.api.schemas import (
-    Auth,
-    Config,
-    FormField,
-    HttpRequest,
-    TaskSpec,
-    is_file_path,
-)
 from tasks_server.dispatch.dns import DnsServerLookup, PrivateCaches, resolve_entry
 from tasks_server.dispatch.engine import HandleBound
 from tasks_server.dispatch.policy import TargetPolicy, guard_for
+from tasks_server.model.spec import Auth, Config, FormField, HttpRequest, TaskSpec, is_file_path
 
 CurlOption = tuple[int, Any]
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pycurl
 
-from tasks_server.api.schemas import Config, dns_server_address
 from tasks_server.dispatch.engine import CurlEngine, OptionUnavailable, Pending
-from tasks_server.dispatch.outcome import AttemptResult
+from tasks_server.model.outcome import AttemptResult
+from tasks_server.model.spec import Config, dns_server_address
 
 if TYPE_CHECKING:
     from tasks_server.config import Settings

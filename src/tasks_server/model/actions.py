@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks_server.model.lifecycle import Action, State, target_state
-from tasks_server.store.base import TaskChange, TaskRow
+from tasks_server.model.records import TaskChange, TaskRow
 
 
 def next_attempt_at(row: TaskRow) -> int:
@@ -12,18 +12,18 @@ def next_attempt_at(row: TaskRow) -> int:
 
 
 def pause(row: TaskRow, now: int) -> TaskChange:
-    target_state(Action.PAUSE, State(row.state), row.in_flight)
+    target_state(Action.PAUSE, row.state, row.in_flight)
     return TaskChange(state=State.PAUSED, estimate_end_at=now, due_at=None, drop_lease=True)
 
 
 def resume(row: TaskRow, now: int) -> TaskChange:
-    target_state(Action.RESUME, State(row.state), row.in_flight)
+    target_state(Action.RESUME, row.state, row.in_flight)
     # wall-clock: a time that passed while paused is simply due now
     return TaskChange(state=State.RUNNING, estimate_end_at=0, due_at=next_attempt_at(row))
 
 
 def revoke(row: TaskRow, now: int) -> TaskChange:
-    target_state(Action.REVOKE, State(row.state), row.in_flight)
+    target_state(Action.REVOKE, row.state, row.in_flight)
     return TaskChange(
         state=State.REVOKED,
         estimate_end_at=now,
@@ -36,7 +36,7 @@ def revoke(row: TaskRow, now: int) -> TaskChange:
 
 
 def execute(row: TaskRow, now: int) -> TaskChange:
-    target_state(Action.EXECUTE, State(row.state), row.in_flight)
+    target_state(Action.EXECUTE, row.state, row.in_flight)
     if row.in_flight:
         # its request is on the wire now: making it due again would send it twice
         return TaskChange()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from tasks_server.model.spec import TaskSpec, ms
 from tasks_server.model.timing import MAX_EPOCH_MS
 
 
@@ -33,3 +34,15 @@ class RetryPolicy(msgspec.Struct, frozen=True):
     def stops_on(self, status_code: int) -> bool:
         """True when this status ends the task at once (ignoreStatusCode)."""
         return status_code in self.stop_on_status
+
+
+def retry_policy(spec: TaskSpec) -> RetryPolicy:
+    """The retry policy a canonical task spec implies."""
+    config = spec.config
+    return RetryPolicy(
+        limit=config.retry,
+        interval_ms=config.retry_interval,
+        exponential=config.retry_exponential,
+        retry_at=ms(config.retry_at),
+        stop_on_status=frozenset(config.ignore_status_code),
+    )

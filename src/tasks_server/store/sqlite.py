@@ -35,19 +35,22 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 from msgspec.structs import astuple
 
-from tasks_server.store import queries
-from tasks_server.store.base import (
+from tasks_server.model.lifecycle import State
+from tasks_server.model.records import (
     AttemptRecord,
     Claim,
     ClaimedTask,
-    Conflict,
-    LimitReached,
     ListParams,
-    NotFound,
     OwnerRow,
-    StoreUnavailable,
     TaskChange,
     TaskRow,
+)
+from tasks_server.store import queries
+from tasks_server.store.base import (
+    Conflict,
+    LimitReached,
+    NotFound,
+    StoreUnavailable,
 )
 from tasks_server.store.migrations import apply_migrations
 
@@ -435,7 +438,7 @@ class SqliteStore:
 
     def _select_task(self, conn: sqlite3.Connection, owner_id: str, task_id: str) -> TaskRow | None:
         row = conn.execute(self._q["get_task"], {"id": task_id, "owner_id": owner_id}).fetchone()
-        return TaskRow(*row) if row else None
+        return _task_row(row) if row else None
 
     async def list_tasks(self, params: ListParams) -> list[TaskRow]:
         direction = "DESC" if params.descending else "ASC"
@@ -445,7 +448,7 @@ class SqliteStore:
         values = msgspec.structs.asdict(params)
 
         def select(conn: sqlite3.Connection) -> list[TaskRow]:
-            return [TaskRow(*row) for row in conn.execute(statement, values)]
+            return [_task_row(row) for row in conn.execute(statement, values)]
 
         return await self._read(select)
 
@@ -564,6 +567,11 @@ class SqliteStore:
 # what claim_due_tasks returns: id, payload (hex), retry_count, retry_limit, attempts,
 # estimate_execution_at, estimate_next_retry_at
 _claimed_rows = msgspec.json.Decoder(list[tuple[str, str, int, int, int, int, int]])
+
+
+def _task_row(row: tuple[Any, ...]) -> TaskRow:
+    task_id, owner_id, state, *rest = row
+    return TaskRow(task_id, owner_id, State(state), *rest)
 
 
 def _multi_row(sql: str, columns: int) -> dict[int, str]:

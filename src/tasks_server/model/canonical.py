@@ -1,4 +1,4 @@
-"""Turning request bytes into typed structs, naming every bad field by its path."""
+"""The rules across a task's fields, and the canonical form in which it is stored."""
 
 from __future__ import annotations
 
@@ -7,51 +7,38 @@ import binascii
 import ipaddress
 import os
 import re
-import types
-import typing
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
-from tasks_server.api.schemas import (
+from tasks_server.model.spec import (
     MAX_SAFE_INTEGER,
-    PATTERN_MESSAGES,
     Config,
     HttpRequest,
     TaskSpec,
     dns_server_address,
     is_file_path,
-    ms,
 )
-from tasks_server.config import Settings
-from tasks_server.dispatch import capabilities
 from tasks_server.model.timing import MAX_EPOCH_MS, parse_date_ms
+from tasks_server.model.validation import ValidationFailed, convert
 
-T = TypeVar("T", bound=msgspec.Struct)
-
-_PATH_IN_MESSAGE = re.compile(
-    r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.DOTALL
-)
-_REGEX_IN_MESSAGE = re.compile(r"^Expected `str` matching regex '(?P<regex>.*)'$", re.DOTALL)
 _KEY = re.compile(r"^[a-zA-Z0-9$_.\-\[\]]{1,64}$")
 MAX_DATA_DEPTH = 3
 MIN_GAP_AFTER_EXECUTION_MS = 1000
-MAX_JSON_DEPTH = 32
 # the original's refusals: no SSH via resolve; no FTP, SSH, telnet, SMTP or DNS as a proxy
 REFUSED_RESOLVE_PORTS = frozenset({22})
 REFUSED_PROXY_PORTS = frozenset({20, 21, 22, 23, 25, 53})
 
 
 class ValidationRules(msgspec.Struct, frozen=True, kw_only=True):
-    """What this server's settings allow, beyond what the schema says."""
+    """What this server allows beyond what the schema says: its settings and its libcurl."""
 
     allow_file_paths: bool = False  # ALLOW_FILE_PATHS: ca, cert, key may name server files
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ValidationRules:
-        return cls(allow_file_paths=settings.allow_file_paths)
+    # what the libcurl build can honour; an option it cannot is refused at registration
+    http3: bool = True
+    ntlm: bool = True
 
 
 DEFAULT_RULES = ValidationRules()
@@ -61,197 +48,6 @@ CERTIFICATE_CONTENT = (
     "Expected the base64 of PEM or DER content (or, with ALLOW_FILE_PATHS=1, an absolute path)"
 )
 TLS_ORDER = ("1.0", "1.1", "1.2", "1.3")
-
-
-class ValidationFailed(Exception):
-    """The input is invalid; `fields` maps each bad field's path to what is wrong."""
-
-    def __init__(self, fields: dict[str, str], message: str = "Invalid request") -> None:
-        super().__init__(message)
-        self.fields = fields
-        self.message = message
-
-
-def decode_json(raw: bytes) -> Any:
-    """Parse JSON bytes, or raise ValidationFailed naming the body.
-
-    Nesting is bounded (MAX_JSON_DEPTH) so that nothing that walks the value
-    afterwards can run out of stack; no valid request comes close.
-    """
-    too_deep = ValidationFailed(
-        {"body": f"Invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"}, "Invalid JSON body"
-    )
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ValidationFailed({"body": f"Invalid JSON: {exc}"}, "Invalid JSON body") from None
-    except RecursionError:  # msgspec's own guard, at about 1000 levels
-        raise too_deep from None
-    if _depth_exceeds(value, MAX_JSON_DEPTH):
-        raise too_deep
-    return value
-
-
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True when objects and arrays nest more than `limit` levels (walked without recursion)."""
-    if not isinstance(value, dict | list):
-        return False
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
-
-
-def convert(data: Any, kind: type[T], *, root: str = "") -> T:
-    """Build `kind` from decoded JSON, or raise ValidationFailed with every bad field."""
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError:
-        errors = collect_errors(data, kind, root)
-        raise ValidationFailed(errors or {root or "body": "Invalid value"}) from None
-
-
-def collect_errors(data: Any, kind: Any, path: str) -> dict[str, str]:
-    """Every validation error of `data` against `kind`, keyed by dotted path.
-
-    msgspec stops at the first error; this walks struct fields, list items and
-    object entries one by one so a client fixing its request sees all problems
-    at once, each at its own path (`config.resolve[0].port`, `metadata.a b`).
-    """
-    struct = _struct_of(kind)
-    if struct is None or not isinstance(data, dict):
-        return _value_errors(data, kind, path)
-    errors: dict[str, str] = {}
-    hints = typing.get_type_hints(struct, include_extras=True)
-    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
-    for key in data:
-        if key not in fields:
-            errors[_join(path, str(key))] = "Unknown field"
-    for name, field in fields.items():
-        if name not in data:
-            if field.required:
-                errors[_join(path, name)] = "Required field is missing"
-            continue
-        errors.update(_value_errors(data[name], hints[field.name], _join(path, name)))
-    return errors
-
-
-def _value_errors(value: Any, annotation: Any, path: str) -> dict[str, str]:
-    """Errors of one value, descending into the struct, list or object it holds."""
-    errors = _convert_error(value, annotation, path)
-    if not errors:
-        return {}
-    arm = _arm_for(annotation, value)
-    if arm is None:
-        return errors  # a scalar, or a container of the wrong kind: msgspec's word is enough
-    base = _unannotated(arm)
-    if _struct_of(base) is not None:
-        return collect_errors(value, base, path) or errors
-    found: dict[str, str] = {}
-    if typing.get_origin(base) is list:
-        (item,) = typing.get_args(base)
-        for index, element in enumerate(value):
-            found.update(_value_errors(element, item, f"{path}[{index}]"))
-    else:
-        key_kind, item = typing.get_args(base)
-        for key, element in value.items():
-            where = _join(path, str(key))
-            for bad, message in _convert_error(key, key_kind, where).items():
-                found[bad] = f"Invalid key: {message}"
-            found.update(_value_errors(element, item, where))
-    found.update(_length_errors(value, arm, path))
-    return found or errors
-
-
-def _arm_for(annotation: Any, value: Any) -> Any:
-    """The one list, object or struct type of `annotation` that `value` could be, if any."""
-    base = _unannotated(annotation)
-    arms = typing.get_args(base) if _is_union(base) else (annotation,)
-    matching = [arm for arm in arms if _holds(arm, value)]
-    return matching[0] if len(matching) == 1 else None
-
-
-def _holds(arm: Any, value: Any) -> bool:
-    base = _unannotated(arm)
-    if isinstance(value, dict):
-        return _struct_of(base) is not None or typing.get_origin(base) is dict
-    if isinstance(value, list):
-        return typing.get_origin(base) is list
-    return False
-
-
-def _length_errors(value: Any, annotation: Any, path: str) -> dict[str, str]:
-    """The container's own length limits (msgspec.Meta min_length / max_length)."""
-    kind = "array" if isinstance(value, list) else "object"
-    metas = typing.get_args(annotation)[1:] if typing.get_origin(annotation) is Annotated else ()
-    for meta in metas:
-        if not isinstance(meta, msgspec.Meta):
-            continue
-        if meta.min_length is not None and len(value) < meta.min_length:
-            return {path: f"Expected `{kind}` of length >= {meta.min_length}"}
-        if meta.max_length is not None and len(value) > meta.max_length:
-            return {path: f"Expected `{kind}` of length <= {meta.max_length}"}
-    return {}
-
-
-def _convert_error(value: Any, annotation: Any, path: str) -> dict[str, str]:
-    try:
-        msgspec.convert(value, annotation)
-    except msgspec.ValidationError as exc:
-        match = _PATH_IN_MESSAGE.match(str(exc))
-        assert match is not None  # the pattern matches any text
-        # msgspec says `$.a[0]` relative to the value converted; prefix our own path
-        full = (path + (match["path"] or "")).lstrip(".")
-        message = _friendly(match["message"])
-        if match["key"]:
-            message = f"Invalid key: {message}"
-        return {full or "body": message}
-    return {}
-
-
-def _friendly(message: str) -> str:
-    regex = _REGEX_IN_MESSAGE.match(message)
-    if regex is None:
-        return message
-    return PATTERN_MESSAGES.get(regex["regex"].replace("\\\\", "\\"), message)
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _struct_of(kind: Any) -> type[msgspec.Struct] | None:
-    inner = _strip_optional(kind)
-    if isinstance(inner, type) and issubclass(inner, msgspec.Struct):
-        return inner
-    return None
-
-
-def _unannotated(kind: Any) -> Any:
-    while typing.get_origin(kind) is typing.Annotated:
-        kind = typing.get_args(kind)[0]
-    return kind
-
-
-def _strip_optional(kind: Any) -> Any:
-    base = _unannotated(kind)
-    args = typing.get_args(base)
-    if args and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return _unannotated(rest[0])
-    return base
-
-
-def _is_union(kind: Any) -> bool:
-    return typing.get_origin(kind) in (typing.Union, types.UnionType)
-
-
-# ---- tasks: rules across fields, and the canonical form that is stored ----
 
 
 def parse_task_spec(data: Any, now: int, rules: ValidationRules = DEFAULT_RULES) -> TaskSpec:
@@ -274,7 +70,7 @@ def canonical_task_spec(
 
     `execution_at` keeps an existing task's first-attempt time (an edit that
     does not reschedule); then executeAt need not be in the future any more.
-    `rules` carries what the server's settings allow (file paths).
+    `rules` carries what the server allows (file paths, what its libcurl can do).
     """
     errors: dict[str, str] = {}
     request = _canonical_request(spec.http_request, errors)
@@ -303,7 +99,7 @@ def canonical_task_spec(
             if getattr(config, _snake(name)) is not None:
                 errors[f"config.{name}"] = "Invalid curl option: browser fetch only"
     _check_addresses(request, config, errors)
-    _check_build_support(request, config, errors)
+    _check_build_support(request, config, rules, errors)
     _check_tls_range(config, errors)
     if isinstance(request.cookie, str):
         _check_base64(request.cookie, "httpRequest.cookie", errors)
@@ -334,12 +130,6 @@ def canonical_task_spec(
         ),
     )
     return msgspec.structs.replace(spec, http_request=request, config=canonical)
-
-
-def execution_time(config: Config, now: int) -> int:
-    """When the first attempt is due, for a canonical config."""
-    execute_at = ms(config.execute_at)
-    return execute_at if execute_at is not None else now + config.execution_delay
 
 
 def _canonical_request(request: HttpRequest, errors: dict[str, str]) -> HttpRequest:
@@ -421,11 +211,13 @@ def _check_certificates(config: Config, rules: ValidationRules, errors: dict[str
             errors[path] = f"{noun} file does not exist"
 
 
-def _check_build_support(request: HttpRequest, config: Config, errors: dict[str, str]) -> None:
+def _check_build_support(
+    request: HttpRequest, config: Config, rules: ValidationRules, errors: dict[str, str]
+) -> None:
     """Options this libcurl build cannot honour: refused now, not failed on every attempt."""
-    if config.http_version == "3" and not capabilities.HTTP3:
+    if config.http_version == "3" and not rules.http3:
         errors["config.httpVersion"] = "HTTP/3 is not supported by this server's libcurl"
-    if not capabilities.NTLM:
+    if not rules.ntlm:
         ntlm = "NTLM is not supported by this server's libcurl (built without NTLM)"
         if request.auth_ntlm is not None:
             errors["httpRequest.authNtlm"] = ntlm
@@ -494,41 +286,3 @@ def _upper_if(value: str, word: str) -> str:
 
 def _snake(camel: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged
-
-
-def parse_query(
-    params: list[tuple[str, str]],
-    kind: type[T],
-    *,
-    ignore: frozenset[str] = frozenset(),
-    normalize: Mapping[str, Callable[[str], str]] | None = None,
-) -> T:
-    """Query parameters into `kind`: repeated keys refused, digits as integers."""
-    errors: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    for key, value in params:
-        if key in ignore:
-            continue
-        if key in values:
-            errors[key] = "Repeated query parameter"
-            continue
-        if normalize and key in normalize:
-            value = normalize[key](value)
-        is_number = value.isascii() and value.isdigit() and len(value) <= 16
-        values[key] = int(value) if is_number else value
-    if errors:
-        raise ValidationFailed(errors, "Invalid query parameters")
-    return convert(values, kind)

@@ -1,0 +1,136 @@
+"""The rows the store reads and writes: owners, tasks, claims, outcomes, instances.
+
+Stored task data (payload, response, metadata, error) is held here already
+sealed (encrypted): the store never sees a secret in clear. Scheduling
+columns (state, due times, counters) stay in clear so they can be indexed.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from tasks_server.model.lifecycle import State
+
+
+class OwnerRow(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    key_digest: bytes
+    created_at: int
+    tasks_in_queue: int
+
+
+class TaskRow(msgspec.Struct, frozen=True):
+    id: str
+    owner_id: str
+    state: State
+    created_at: int
+    estimate_execution_at: int
+    estimate_end_at: int
+    estimate_next_retry_at: int
+    status_code: int
+    retry_count: int
+    retry_limit: int
+    attempts: int
+    error: bytes | None
+    response: bytes | None
+    metadata: bytes | None
+    payload: bytes
+    due_at: int | None
+    lease_token: int | None
+    lease_ms: int
+
+    @property
+    def in_flight(self) -> bool:
+        return self.lease_token is not None
+
+
+class TaskChange(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Columns an action sets on a task; UNSET fields are left as they are."""
+
+    state: State | msgspec.UnsetType = msgspec.UNSET
+    estimate_execution_at: int | msgspec.UnsetType = msgspec.UNSET
+    estimate_end_at: int | msgspec.UnsetType = msgspec.UNSET
+    estimate_next_retry_at: int | msgspec.UnsetType = msgspec.UNSET
+    status_code: int | msgspec.UnsetType = msgspec.UNSET
+    retry_count: int | msgspec.UnsetType = msgspec.UNSET
+    retry_limit: int | msgspec.UnsetType = msgspec.UNSET
+    error: bytes | msgspec.UnsetType | None = msgspec.UNSET
+    response: bytes | msgspec.UnsetType | None = msgspec.UNSET
+    metadata: bytes | msgspec.UnsetType | None = msgspec.UNSET
+    payload: bytes | msgspec.UnsetType = msgspec.UNSET
+    due_at: int | msgspec.UnsetType | None = msgspec.UNSET
+    lease_ms: int | msgspec.UnsetType = msgspec.UNSET
+    # dropping the lease makes a late result of an aborted attempt count for nothing
+    drop_lease: bool = False
+
+
+class ClaimedTask(msgspec.Struct, frozen=True):
+    """A task leased to this scheduler for one attempt."""
+
+    id: str
+    payload: bytes
+    retry_count: int
+    retry_limit: int
+    attempts: int
+    estimate_execution_at: int
+    estimate_next_retry_at: int
+    lease_token: int
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """Tasks leased by one claim, and the earliest due time left after it."""
+
+    tasks: list[ClaimedTask]
+    next_due_at: int | None
+
+
+class AttemptRecord(msgspec.Struct, frozen=True):
+    """The outcome of one attempt, as it is written back (only if the lease still holds)."""
+
+    id: str
+    lease_token: int
+    state: State
+    status_code: int
+    response: bytes | None
+    error: bytes | None
+    retry_count: int
+    estimate_next_retry_at: int
+    estimate_end_at: int
+    due_at: int | None
+
+
+class ListParams(msgspec.Struct, frozen=True):
+    owner_id: str
+    limit: int
+    offset: int
+    order: str  # a column name from ORDER_COLUMNS
+    descending: bool
+    state: State | None
+
+
+# API order names -> task columns; the only values ever placed in ORDER BY
+ORDER_COLUMNS = {
+    "createdAt": "created_at",
+    "estimateEndAt": "estimate_end_at",
+    "estimateExecutionAt": "estimate_execution_at",
+}
+
+
+class InstanceRow(msgspec.Struct, frozen=True):
+    """A server process (one scheduler) registered in the database, and its last heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: int
+
+
+class SealedColumns(msgspec.Struct, frozen=True):
+    """A task's sealed columns, as key rotation reads and rewrites them."""
+
+    id: str
+    payload: bytes
+    metadata: bytes | None
+    response: bytes | None
+    error: bytes | None
