@@ -19,7 +19,7 @@ from tasks_server.api.openapi import openapi_routes
 from tasks_server.api.security_headers import SecurityHeaders
 from tasks_server.api.services import Services
 from tasks_server.api.throttle import Throttle
-from tasks_server.backup import BackupSchedule
+from tasks_server.backup.schedule import BackupSchedule
 from tasks_server.codec import TaskCodec
 from tasks_server.config import Settings
 from tasks_server.crypto import Cipher, load_or_create_secret
@@ -28,7 +28,7 @@ from tasks_server.dispatch.policy import TargetPolicy
 from tasks_server.dispatch.sender import CurlSender
 from tasks_server.model.canonical import ValidationRules
 from tasks_server.scheduler import Scheduler
-from tasks_server.store.sqlite import SqliteStore
+from tasks_server.store import open_store
 
 log = logging.getLogger("tasks_server")
 
@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = SqliteStore(settings.path_sqlite)
+        store = open_store(settings)
         await store.open()
         secret = load_or_create_secret(settings.cipher_key, settings.data_dir)
         codec = TaskCodec(Cipher(secret, settings.cipher_key_previous))
@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
             stale_after_ms=settings.instance_stale_ms,
             shutdown_grace_ms=settings.shutdown_grace_ms,
         )
-        backups = BackupSchedule(settings, scheduler.instance_id)  # bad settings raise here
+        backups = BackupSchedule(settings, store, scheduler.instance_id)  # bad settings raise
         await scheduler.start()
         await backups.start()
         rules = ValidationRules(
@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> Starlette:
             http3=capabilities.HTTP3,
             ntlm=capabilities.NTLM,
         )
-        app.state.services = Services(settings, store, codec, scheduler, rules)
+        app.state.services = Services(settings, store, codec, rules)
         log.info(
             "Tasks Server listening on %s://%s:%d (pid %d, instance %s, database %s)",
             "https" if settings.tls else "http",

@@ -18,12 +18,13 @@ import click
 import uvicorn
 
 from tasks_server.app import create_app
-from tasks_server.backup import BackupError, create_backup, list_backups, restore_backup
+from tasks_server.backup.commands import create_backup, list_backups, restore_backup
+from tasks_server.backup.info import BackupError
 from tasks_server.cluster import STARTUP_FAILURE, Supervisor, bind_socket
 from tasks_server.config import Settings, SettingsError, read_env_file
 from tasks_server.crypto import KEY_FILE_NAME, load_or_create_secret
 from tasks_server.key_rotation import RotationError, rotate_key
-from tasks_server.store.sqlite import SqliteStore
+from tasks_server.store import open_store
 
 log = logging.getLogger("tasks_server")
 GC_THRESHOLD = 50_000  # container allocations between two young-generation collections
@@ -107,7 +108,7 @@ def serve_cluster(settings: Settings) -> int:
 
 async def prepare_database(settings: Settings) -> None:
     """Create or migrate the database before any worker opens it."""
-    store = SqliteStore(settings.path_sqlite)
+    store = open_store(settings)
     await store.open()
     await store.close()
 

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from tasks_server.files import fsync_dir
+
 log = logging.getLogger("tasks_server")
 
 _VERSION = b"\x01"
@@ -56,14 +58,18 @@ class _Nonces:
 _nonces = _Nonces()
 
 
-def _aead(secret: str) -> AESGCM:
-    key = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=b"tasks-server",
-        info=b"tasks-server payload v1",
-    ).derive(secret.encode())
+def derive_key(secret: str, *, salt: bytes, info: bytes) -> AESGCM:
+    """The AES-256-GCM key of `secret` for one use (`info`), by HKDF-SHA256.
+
+    Every key the server uses comes from here: the task payloads' (fixed salt)
+    and each backup archive's (a random salt per archive).
+    """
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(secret.encode())
     return AESGCM(key)
+
+
+def _aead(secret: str) -> AESGCM:
+    return derive_key(secret, salt=b"tasks-server", info=b"tasks-server payload v1")
 
 
 class Cipher:
@@ -101,6 +107,15 @@ class Cipher:
                 continue
         which = "CIPHER_KEY or CIPHER_KEY_PREVIOUS" if len(self._keys) > 1 else "this CIPHER_KEY"
         raise DecryptionError(f"ciphertext does not verify with {which}")
+
+
+def find_secret(configured: str, data_dir: Path) -> str | None:
+    """CIPHER_KEY, or the key file beside the database; None when neither exists (the
+    tools that read a database never create a key)."""
+    if configured:
+        return configured
+    path = data_dir / KEY_FILE_NAME
+    return (path.read_text().strip() or None) if path.exists() else None
 
 
 def load_or_create_secret(configured: str, data_dir: Path) -> str:
@@ -142,11 +157,3 @@ def _read_secret(path: Path) -> str:
     if not secret:
         raise ValueError(f"{path} is empty: set CIPHER_KEY or restore the key file")
     return secret
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -14,8 +14,8 @@ import asyncio
 import logging
 import os
 import secrets
-import socket
 import time
+from collections.abc import Callable
 from contextlib import suppress
 
 import msgspec
@@ -30,7 +30,8 @@ from tasks_server.model.records import AttemptRecord, Claim, ClaimedTask
 from tasks_server.model.retry import retry_policy
 from tasks_server.model.spec import TaskSpec
 from tasks_server.model.timing import now_ms
-from tasks_server.store.base import Store
+from tasks_server.store.base import Store, TaskSignal
+from tasks_server.store.instances import HOST
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +64,24 @@ class Scheduler:
         self._stale_after_ms = stale_after_ms
         self._grace_s = shutdown_grace_ms / 1000
         self._sender = sender
-        self._host = socket.gethostname()
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[str, asyncio.Future[AttemptResult]] = {}
         self._records: list[AttemptRecord] = []
         self._records_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: Callable[[], None] | None = None
 
-    # ---- control from the API ----
+    # ---- what clients change, as the store signals it ----
 
-    def wake(self) -> None:
-        """A task was added or changed: look at due times again now."""
-        self._wake.set()
-
-    def abort(self, task_id: str) -> bool:
-        """Abort this task's request if it is in flight here; its result is then dropped."""
-        future = self._in_flight.get(task_id)
-        if future is None:
-            return False
-        future.cancel()
-        return True
+    def _on_signal(self, signal: TaskSignal) -> None:
+        if signal.abort:
+            # paused, revoked or deleted: its request in flight here stops, its result dropped
+            future = self._in_flight.get(signal.task_id)
+            if future is not None:
+                future.cancel()
+        if signal.wake:
+            self._wake.set()  # added or rescheduled: look at due times again now
 
     @property
     def in_flight(self) -> int:
@@ -93,7 +91,8 @@ class Scheduler:
 
     async def start(self) -> None:
         now = now_ms()
-        await self._store.register_instance(self.instance_id, self._host, os.getpid(), now)
+        await self._store.register_instance(self.instance_id, HOST, os.getpid(), now)
+        self._unsubscribe = self._store.subscribe(self._on_signal)
         await self._release_dead_leases()
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="scheduler-claim"),
@@ -104,6 +103,8 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop claiming, let in-flight requests finish within the grace, release the rest."""
         self._stopping = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         self._wake.set()
         claim, record, heartbeat = self._tasks
         heartbeat.cancel()
@@ -235,7 +236,7 @@ class Scheduler:
     async def _release_dead_leases(self) -> None:
         now = now_ms()
         released = await self._store.release_dead_leases(
-            self.instance_id, now, now - self._stale_after_ms, self._host
+            self.instance_id, now, self._stale_after_ms
         )
         if released:
             log.info("Re-queued %d attempts left in flight by a stopped instance", released)

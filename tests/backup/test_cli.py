@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from tasks_server.cli import main
 from tasks_server.config import Settings
-from tasks_server.store.migrations import pending
+from tasks_server.store.sqlite.migrate import latest_schema_version
 from tests.backup.conftest import (
     S3Server,
     add_filler,
@@ -21,7 +21,7 @@ from tests.backup.conftest import (
 )
 from tests.e2e.test_restart import EXECUTABLE
 
-SCHEMA = max(version for version, _, _ in pending("sqlite", set()))  # the latest migration
+SCHEMA = latest_schema_version()  # the latest migration
 
 
 def env_of(settings: Settings, **more: str) -> dict[str, str]:

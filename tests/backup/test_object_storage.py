@@ -9,8 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tasks_server import backup
-from tasks_server.backup import BackupError, create_backup, list_backups, restore_backup
+from tasks_server.backup.commands import create_backup, list_backups, restore_backup
+from tasks_server.backup.info import BackupError
+from tasks_server.backup.targets import PART_SIZE
+from tasks_server.store.sqlite.migrate import latest_schema_version
 from tests.backup.conftest import S3Server, add_filler, make_database, task_ids
 
 BASE_MS = 1_737_778_072_000  # 2025-01-25T04:07:52Z
@@ -34,7 +36,7 @@ def test_upload_list_retention_and_restore_from_a_key(tmp_path: Path, s3_server:
     assert head["ContentType"] == "application/gzip"
     assert head["Metadata"]["task-count"] == "4"
     assert head["Metadata"]["sha256"] == results[2].info.sha256
-    assert head["Metadata"]["schema-version"] == str(backup.latest_schema_version())
+    assert head["Metadata"]["schema-version"] == str(latest_schema_version())
 
     where, found = list_backups(settings)
     assert where == f"s3://{bucket}/nightly/tasks"
@@ -55,7 +57,7 @@ def test_upload_list_retention_and_restore_from_a_key(tmp_path: Path, s3_server:
 def test_encrypted_multipart_upload_and_download(tmp_path: Path, s3_server: S3Server) -> None:
     bucket = s3_server.new_bucket()
     settings, ids = make_database(tmp_path, tasks=2)
-    add_filler(settings.path_sqlite, 2 * backup.PART_SIZE)  # incompressible: > one part
+    add_filler(settings.path_sqlite, 2 * PART_SIZE)  # incompressible: > one part
     settings = s3_server.settings(
         tmp_path, bucket, backup_encrypt=True, backup_object_storage_path=""
     )
@@ -64,7 +66,7 @@ def test_encrypted_multipart_upload_and_download(tmp_path: Path, s3_server: S3Se
     assert key.endswith(".db.gz.enc")
     head = s3_server.client().head_object(Bucket=bucket, Key=key)
     assert head["ETag"].strip('"').endswith("-3")  # a multipart upload in 3 parts
-    assert head["ContentLength"] == result.info.size > 2 * backup.PART_SIZE
+    assert head["ContentLength"] == result.info.size > 2 * PART_SIZE
 
     Path(settings.path_sqlite).unlink()
     restore_backup(settings, key)

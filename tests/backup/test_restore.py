@@ -13,7 +13,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tasks_server.backup import BackupError, create_backup, restore_backup
+from tasks_server.backup.commands import create_backup, restore_backup
+from tasks_server.backup.info import BackupError
 from tasks_server.config import Settings
 from tests.backup.conftest import (
     LATER,

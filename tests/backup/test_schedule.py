@@ -14,7 +14,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from tasks_server.backup import claim_tick, finish_tick, next_tick
+from tasks_server.backup.schedule import next_tick
+from tasks_server.store import open_store
 from tests.backup.conftest import make_database, settings_for
 from tests.conftest import Api
 from tests.e2e.test_restart import Served
@@ -117,30 +118,37 @@ def test_backup_enabled_0_takes_no_backup(start_server: Callable[..., Api]) -> N
     assert not api.settings.backup_dir.exists()
 
 
-def test_claims_are_exclusive_and_never_overlap(tmp_path: Path) -> None:
+async def test_claims_are_exclusive_and_never_overlap(tmp_path: Path) -> None:
     settings, _ = make_database(tmp_path, tasks=1)
     database = Path(settings.path_sqlite)
     now = int(time.time() * 1000)
-    with closing(sqlite3.connect(database)) as conn:
-        conn.executemany(
-            "INSERT INTO instance (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
-            [("alive", "h", 1, now, now), ("dead", "h", 2, now, now - 60_000)],
-        )
-        conn.commit()
-    stale = 3000
+    store = open_store(settings)
+    await store.open()
+    try:
+        await store.register_instance("alive", "h", 1, now)
+        await store.register_instance("dead", "h", 2, now - 60_000)
+        stale = 3000
 
-    assert claim_tick(database, 1000, "alive", stale) is None
-    assert claim_tick(database, 1000, "other", stale) == "claimed by another server"
-    assert claim_tick(database, 2000, "other", stale) == (
-        "the backup of tick 1000 is still running in alive"
-    )
-    finish_tick(database, 1000, "alive", None, "it broke")
-    assert claim_tick(database, 2000, "other", stale) is None
-    finish_tick(database, 2000, "other", None, "again")
+        async def claim(tick: int, instance_id: str) -> str | None:
+            return await store.claim_backup_tick(tick, instance_id, now, stale)
 
-    # a backup left RUNNING by an instance that stopped heart-beating blocks nobody
-    assert claim_tick(database, 3000, "dead", stale) is None
-    assert claim_tick(database, 4000, "alive", stale) is None
+        async def fail(tick: int, instance_id: str, error: str) -> None:
+            await store.finish_backup_tick(
+                tick, instance_id, now, location=None, size=None, error=error
+            )
+
+        assert await claim(1000, "alive") is None
+        assert await claim(1000, "other") == "claimed by another server"
+        assert await claim(2000, "other") == "the backup of tick 1000 is still running in alive"
+        await fail(1000, "alive", "it broke")
+        assert await claim(2000, "other") is None
+        await fail(2000, "other", "again")
+
+        # a backup left RUNNING by an instance that stopped heart-beating blocks nobody
+        assert await claim(3000, "dead") is None
+        assert await claim(4000, "alive") is None
+    finally:
+        await store.close()
     assert [(run["tick"], run["state"], run["error"]) for run in runs(database)] == [
         (1000, "FAILED", "it broke"),
         (2000, "FAILED", "again"),

@@ -16,8 +16,10 @@ import httpx
 import msgspec
 import pytest
 
-from tasks_server import backup
-from tasks_server.backup import BackupError, create_backup, restore_backup
+from tasks_server.backup.archive import CHUNK, sha256_file
+from tasks_server.backup.commands import create_backup, restore_backup
+from tasks_server.backup.info import BackupError
+from tasks_server.store.sqlite.migrate import latest_schema_version
 from tests.backup.conftest import add_filler, make_database, settings_for, task_ids
 from tests.conftest import Api
 from tests.targets import Target, wait_until
@@ -90,15 +92,15 @@ def test_local_archive_name_sidecar_and_content(tmp_path: Path) -> None:
         "name": archive.name,
         "created_at": at_ms,
         "size": archive.stat().st_size,
-        "sha256": backup.sha256_file(archive),
+        "sha256": sha256_file(archive),
         "database_sha256": sidecar["database_sha256"],
-        "schema_version": backup.latest_schema_version(),
+        "schema_version": latest_schema_version(),
         "task_count": 3,
         "encrypted": False,
     }
     plain = tmp_path / "plain.db"
     plain.write_bytes(gzip.decompress(archive.read_bytes()))  # a plain gzip of a database
-    assert backup.sha256_file(plain) == sidecar["database_sha256"]
+    assert sha256_file(plain) == sidecar["database_sha256"]
     assert task_ids(plain) == ids
 
 
@@ -143,7 +145,7 @@ def test_no_database_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_encrypted_round_trip_across_chunks(tmp_path: Path) -> None:
     settings, ids = make_database(tmp_path, tasks=4, backup_encrypt=True)
-    add_filler(settings.path_sqlite, 3 * backup.CHUNK)  # several sealed chunks
+    add_filler(settings.path_sqlite, 3 * CHUNK)  # several sealed chunks
     result = create_backup(settings)
     archive = Path(result.location)
     assert archive.name.endswith(".db.gz.enc") and result.info.encrypted
@@ -170,13 +172,13 @@ def test_encrypted_archive_needs_its_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cut", ["in-a-chunk", "at-a-chunk-boundary", "header-only"])
 def test_truncated_encrypted_archive_is_refused(tmp_path: Path, cut: str) -> None:
     settings, _ = make_database(tmp_path, tasks=1, backup_encrypt=True)
-    add_filler(settings.path_sqlite, 2 * backup.CHUNK)
+    add_filler(settings.path_sqlite, 2 * CHUNK)
     archive = Path(create_backup(settings).location)
     Path(f"{archive}.json").unlink()  # so that only the stream itself can tell
     header = 8 + 16 + 7
     length = {
         "in-a-chunk": archive.stat().st_size - 100,
-        "at-a-chunk-boundary": header + backup.CHUNK + 16,  # one whole chunk, unflagged
+        "at-a-chunk-boundary": header + CHUNK + 16,  # one whole chunk, unflagged
         "header-only": header,
     }[cut]
     archive.write_bytes(archive.read_bytes()[:length])

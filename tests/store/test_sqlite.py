@@ -22,8 +22,8 @@ from tasks_server.crypto import Cipher, load_or_create_secret
 from tasks_server.model.lifecycle import State
 from tasks_server.model.records import AttemptRecord, OwnerRow, TaskRow
 from tasks_server.store.base import LimitReached
-from tasks_server.store.migrations import apply_migrations
 from tasks_server.store.sqlite import SqliteStore
+from tasks_server.store.sqlite.migrate import apply_migrations
 from tests.conftest import running
 from tests.targets import Reply, Target
 
@@ -82,7 +82,7 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
     # and so does applying them by hand
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        assert apply_migrations(conn, "sqlite") == []
+        assert apply_migrations(conn) == []
         assert conn.execute("SELECT COUNT(*) FROM owner").fetchone()[0] == 1
     finally:
         conn.close()
@@ -91,12 +91,12 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
 def test_apply_migrations_on_an_empty_file(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
     try:
-        assert apply_migrations(conn, "sqlite") == [
+        assert apply_migrations(conn) == [
             "0001_initial.sql",
             "0002_backups.sql",
             "0003_queue_counter_on_insert.sql",
         ]
-        assert apply_migrations(conn, "sqlite") == []
+        assert apply_migrations(conn) == []
         rows = conn.execute("SELECT version FROM schema_migration").fetchall()
         assert rows == [(1,), (2,), (3,)]
     finally:

@@ -40,7 +40,8 @@ async def register_task(request: Request) -> Response:
         raise ApiError(
             422, f"Tasks in queue has reached its limit ({ctx.settings.max_tasks_in_queue})"
         ) from None
-    ctx.scheduler.wake()
+    except NotFound:
+        raise ApiError(403) from None  # the owner was deleted since it was authenticated
     return json_response(request, task_view(ctx, row), 201)
 
 
@@ -85,27 +86,22 @@ async def get_task_config(request: Request) -> Response:
 
 
 async def pause_task(request: Request) -> Response:
-    row = await _apply(request, actions.pause)
-    services(request).scheduler.abort(row.id)
+    await _apply(request, actions.pause)
     return json_response(request, Done())
 
 
 async def resume_task(request: Request) -> Response:
     row = await _apply(request, actions.resume)
-    ctx = services(request)
-    ctx.scheduler.wake()
-    return json_response(request, task_view(ctx, row))
+    return json_response(request, task_view(services(request), row))
 
 
 async def revoke_task(request: Request) -> Response:
-    row = await _apply(request, actions.revoke)
-    services(request).scheduler.abort(row.id)
+    await _apply(request, actions.revoke)
     return json_response(request, Done())
 
 
 async def execute_task(request: Request) -> Response:
     await _apply(request, actions.execute)
-    services(request).scheduler.wake()
     return json_response(request, Done())
 
 
@@ -113,10 +109,9 @@ async def delete_task(request: Request) -> Response:
     ctx = services(request)
     owner = await authenticate(request, ctx.store)
     try:
-        row = await ctx.store.delete_task(owner.id, _task_id(request))
+        await ctx.store.delete_task(owner.id, _task_id(request))
     except NotFound:
         raise ApiError(404, "Task not found") from None
-    ctx.scheduler.abort(row.id)
     return json_response(request, Done())
 
 
@@ -130,7 +125,6 @@ async def edit_task(request: Request) -> Response:
     row = await _change(
         ctx, owner.id, task_id, lambda row: edit(row, patch, now, ctx.codec, ctx.rules)
     )
-    ctx.scheduler.wake()
     return json_response(request, task_view(ctx, row))
 
 

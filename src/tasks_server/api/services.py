@@ -1,4 +1,4 @@
-"""What a handler may use: settings, the store, the codec, the scheduler, validation rules."""
+"""What a handler may use: settings, the store, the codec and the validation rules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from starlette.requests import Request
 from tasks_server.codec import TaskCodec
 from tasks_server.config import Settings
 from tasks_server.model.canonical import ValidationRules
-from tasks_server.scheduler import Scheduler
 from tasks_server.store.base import Store
 
 
@@ -18,7 +17,6 @@ class Services:
     settings: Settings
     store: Store
     codec: TaskCodec
-    scheduler: Scheduler
     rules: ValidationRules  # what registrations and edits may ask of this server
 
 

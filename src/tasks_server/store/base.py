@@ -1,19 +1,25 @@
 """What is kept: the Store protocol, the one interface to the database, and its errors.
 
 The rows it reads and writes are model.records; task data arrives already
-sealed (encrypted), so the store never sees a secret in clear.
+sealed (encrypted), so the store never sees a secret in clear. Every store
+passes the same behaviour suite (tests/store/test_contract.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from tasks_server.model.records import (
     AttemptRecord,
     Claim,
+    InstanceRow,
     ListParams,
     OwnerRow,
+    SealedColumns,
     TaskChange,
     TaskRow,
 )
@@ -35,11 +41,41 @@ class StoreUnavailable(Exception):
     """The database cannot take writes right now (read-only, disk full, locked)."""
 
 
+class StoreMissing(Exception):
+    """There is no database where the settings say (and it was not to be created)."""
+
+
+class InUse(Exception):
+    """Live servers use the database, so a tool that needs it to itself refuses."""
+
+    def __init__(self, database: str, servers: list[str]) -> None:
+        super().__init__(f"{database} is in use by a running server ({', '.join(servers)})")
+        self.servers = servers
+
+
+class TaskSignal(msgspec.Struct, frozen=True):
+    """What a committed change of a task means to the schedulers."""
+
+    task_id: str
+    wake: bool = False  # it is due at some time now: look at due times again
+    abort: bool = False  # its attempt in flight, if any, must stop
+
+
+Listener = Callable[[TaskSignal], None]
+
+
 class Store(Protocol):
     """The one interface through which the server reaches its database."""
 
-    async def open(self) -> None: ...
+    async def open(self, *, create: bool = True) -> None:
+        """Connect and bring the schema to the latest version; without `create`, StoreMissing
+        when there is no database yet."""
+
     async def close(self) -> None: ...
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` on the loop after each committed change a client made to a task
+        (registration, action, edit, delete); returns the call that unsubscribes."""
 
     # owners
     async def create_owner(self, owner: OwnerRow) -> None:
@@ -54,10 +90,13 @@ class Store(Protocol):
 
     # tasks, scoped to their owner
     async def insert_task(self, task: TaskRow, limit: int) -> None:
-        """Insert, counting it in the owner's queue; LimitReached at `limit`."""
+        """Insert, counting it in the owner's queue; LimitReached at `limit`, NotFound when
+        the owner does not exist (any more)."""
 
     async def get_task(self, owner_id: str, task_id: str) -> TaskRow | None: ...
-    async def list_tasks(self, params: ListParams) -> list[TaskRow]: ...
+    async def list_tasks(self, params: ListParams) -> list[TaskRow]:
+        """The owner's tasks in `params.order`, ties broken by id in the same direction."""
+
     async def change_task(
         self, owner_id: str, task_id: str, decide: Callable[[TaskRow], TaskChange]
     ) -> TaskRow:
@@ -73,10 +112,12 @@ class Store(Protocol):
     # scheduling
     async def register_instance(self, instance_id: str, host: str, pid: int, now: int) -> None: ...
     async def heartbeat(self, instance_id: str, now: int) -> None: ...
-    async def release_dead_leases(
-        self, instance_id: str, now: int, stale_before: int, host: str
-    ) -> int:
-        """Make tasks leased by dead instances due now; returns how many."""
+    async def live_instances(self, now: int, stale_ms: int) -> list[InstanceRow]:
+        """The instances alive by the one rule of store.instances."""
+
+    async def release_dead_leases(self, instance_id: str, now: int, stale_ms: int) -> int:
+        """Remove the instances (other than `instance_id`) that are not alive, and make the
+        tasks leased by an instance that is gone due now; returns how many tasks."""
 
     async def release_leases(self, instance_id: str, now: int) -> int:
         """Give back this instance's leases (graceful stop) and remove it."""
@@ -86,3 +127,81 @@ class Store(Protocol):
 
     async def record_attempts(self, records: list[AttemptRecord]) -> int:
         """Write outcomes whose lease still holds; returns how many were written."""
+
+    # key rotation
+    async def reseal_tasks(
+        self,
+        after: str,
+        limit: int,
+        reseal: Callable[[SealedColumns], SealedColumns | None],
+        *,
+        now: int,
+        stale_ms: int,
+    ) -> list[str]:
+        """One batch of a key rotation, in one transaction: InUse while a live server uses
+        the database; else the sealed columns of up to `limit` tasks with ids after `after`
+        (in id order) are passed to `reseal`, and what it returns is written back. Returns
+        the ids read."""
+
+    # backups
+    async def claim_backup_tick(
+        self, tick: int, instance_id: str, now: int, stale_ms: int
+    ) -> str | None:
+        """Claim the backup of `tick` for this instance, atomically across instances: None
+        when it is ours, else why not (another took it, or a live one still backs up)."""
+
+    async def finish_backup_tick(
+        self,
+        tick: int,
+        instance_id: str,
+        now: int,
+        *,
+        location: str | None,
+        size: int | None,
+        error: str | None,
+    ) -> None:
+        """Record how the backup of a claimed tick ended (`error` None: it succeeded)."""
+
+
+class SnapshotFacts(msgspec.Struct, frozen=True):
+    schema_version: int
+    task_count: int
+
+
+class SnapshotError(Exception):
+    """A snapshot cannot be taken, checked or put in place; the message says why."""
+
+
+class Snapshots(Protocol):
+    """The database as one file, for backups: a consistent copy out, a checked copy in.
+
+    Blocking calls (they copy whole databases): run them off the loop.
+    """
+
+    @property
+    def database(self) -> str:
+        """Where the database is, as a person would name it."""
+
+    @property
+    def stem(self) -> str:
+        """What backup names start with (the database file's name without `.db`)."""
+
+    def scratch_dir(self) -> Path:
+        """A directory beside the database for temporary files (so a swap is a rename)."""
+
+    def take(self, into: Path) -> SnapshotFacts:
+        """A consistent copy of the database, taken while servers keep writing, in the new
+        file `into`; SnapshotError when there is no database."""
+
+    def check(self, candidate: Path) -> SnapshotFacts:
+        """Refuse (SnapshotError) a file that is not a sound database this version can run."""
+
+    def sealed_sample(self, candidate: Path) -> tuple[str, bytes] | None:
+        """(task id, sealed payload) of one task of `candidate`, to check the key opens it."""
+
+    def swap_in(self, candidate: Path, stale_ms: int) -> Path | None:
+        """Put `candidate` in place of the database, which is kept aside; returns where
+        (None when there was none). InUse, or SnapshotError, while anything uses it."""
+
+    def refuse_if_served(self, stale_ms: int) -> None:
+        """InUse while live servers use the database."""

@@ -1,25 +1,16 @@
-"""Numbered schema migrations (NNNN_name.sql), applied in order at start-up."""
+"""The SQLite schema: its numbered migrations (migrations/NNNN_name.sql) applied in order."""
 
 from __future__ import annotations
 
 import sqlite3
-from importlib.resources import files
 
 from tasks_server.model.timing import now_ms
+from tasks_server.store.migrations import latest_version, pending
+
+PACKAGE = __package__ or "tasks_server.store.sqlite"
 
 
-def pending(dialect: str, applied: set[int]) -> list[tuple[int, str, str]]:
-    """(version, name, sql) of each migration not yet applied, in order."""
-    found = []
-    for entry in files("tasks_server.store.migrations").joinpath(dialect).iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            if version not in applied:
-                found.append((version, entry.name, entry.read_text()))
-    return sorted(found)
-
-
-def apply_migrations(conn: sqlite3.Connection, dialect: str) -> list[str]:
+def apply_migrations(conn: sqlite3.Connection) -> list[str]:
     """Bring an SQLite database to the latest schema; returns the names applied."""
     conn.execute("BEGIN IMMEDIATE")  # one process migrates; others wait on the lock
     try:
@@ -29,7 +20,7 @@ def apply_migrations(conn: sqlite3.Connection, dialect: str) -> list[str]:
         )
         applied = {row[0] for row in conn.execute("SELECT version FROM schema_migration")}
         names = []
-        for version, name, script in pending(dialect, applied):
+        for version, name, script in pending(PACKAGE, applied):
             for statement in _statements(script):
                 conn.execute(statement)
             conn.execute(
@@ -42,6 +33,10 @@ def apply_migrations(conn: sqlite3.Connection, dialect: str) -> list[str]:
         conn.execute("ROLLBACK")
         raise
     return names
+
+
+def latest_schema_version() -> int:
+    return latest_version(PACKAGE)
 
 
 def _statements(script: str) -> list[str]:

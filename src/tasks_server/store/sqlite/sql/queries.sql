@@ -1,5 +1,5 @@
 -- Every statement the SQLite store runs, by name. {task_columns} expands to
--- the columns of store.base.TaskRow, in its order.
+-- the columns of model.records.TaskRow, in its order.
 
 -- name: insert_owner
 INSERT INTO owner (id, name, key_digest, created_at, tasks_in_queue)
@@ -88,7 +88,7 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 SELECT MIN(due_at) FROM task WHERE due_at IS NOT NULL;
 
 -- name: record_attempts
--- {rows} is one "(?, ...)" per outcome, the fields of store.base.AttemptRecord in
+-- {rows} is one "(?, ...)" per outcome, the fields of model.records.AttemptRecord in
 -- order. One statement for a whole batch: the writer thread gives up and retakes
 -- the GIL once per statement, and beside a busy loop each retake is a wait.
 UPDATE task
@@ -103,3 +103,31 @@ FROM (
     FROM (VALUES {rows})
 ) AS v
 WHERE task.id = v.id AND task.lease_token = v.lease_token;
+
+-- name: sealed_batch
+-- key rotation: the sealed columns of model.records.SealedColumns, in id order
+SELECT id, payload, metadata, response, error FROM task
+WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- name: reseal_task
+UPDATE task
+SET payload = :payload, metadata = :metadata, response = :response, error = :error
+WHERE id = :id;
+
+-- name: running_backups
+SELECT tick, instance_id FROM backup_run WHERE state = 'RUNNING' AND tick <> :tick;
+
+-- name: claim_tick
+INSERT INTO backup_run (tick, instance_id, state, started_at)
+VALUES (:tick, :instance_id, 'RUNNING', :now)
+ON CONFLICT (tick) DO NOTHING;
+
+-- name: finish_tick
+UPDATE backup_run
+SET state = :state, finished_at = :now, location = :location, size = :size, error = :error
+WHERE tick = :tick AND instance_id = :instance_id;
+
+-- name: prune_runs
+DELETE FROM backup_run WHERE tick < (
+    SELECT tick FROM backup_run ORDER BY tick DESC LIMIT 1 OFFSET :keep
+);

@@ -1,36 +1,18 @@
 """The embedded store: one SQLite file, WAL, synchronous=FULL, group commit.
 
-All writes go through one writer thread. It takes every job waiting in its
-queue, runs each inside its own SAVEPOINT of one transaction, commits once
-(one fsync for the whole group) and only then answers each caller. Jobs of one
-kind that can share statements (Batched: the group's registrations) run
-together, as a few multi-row statements; so do the outcomes of an attempt
-batch. Fewer statements matter here: the writer thread retakes the GIL after
-each one, and beside a busy loop every retake is a wait. Jobs whose
-loss on a power cut costs nothing but a repeated delivery (claims, heartbeats)
-go in a first group committed without the fsync, so a claim never waits for
-the disk. Reads run on a second connection in a reader thread, so a long list
-never delays a commit.
-
-Several server processes on one file (CLUSTER_MODE) take turns at the write
-lock through an flock on `<database>.lock` around each group: the waiting
-writer is woken the moment the lock is free, where SQLite's own busy handler
-sleeps 1, 2, 5, 10 ... ms between tries (which made p99 register latency
-several hundred ms with two processes).
+Writes go through the writer thread (writer.py: group commit, one fsync per
+group, claims and heartbeats without it); reads through a reader thread, and
+the owner lookup of each request on the loop itself. Several server processes
+on one file (CLUSTER_MODE) take turns at the write lock (see writer.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec.structs import astuple
@@ -40,242 +22,34 @@ from tasks_server.model.records import (
     AttemptRecord,
     Claim,
     ClaimedTask,
+    InstanceRow,
     ListParams,
     OwnerRow,
+    SealedColumns,
     TaskChange,
     TaskRow,
 )
-from tasks_server.store import queries
+from tasks_server.store import instances, queries
 from tasks_server.store.base import (
     Conflict,
+    InUse,
     LimitReached,
+    Listener,
     NotFound,
-    StoreUnavailable,
+    StoreMissing,
+    TaskSignal,
 )
-from tasks_server.store.migrations import apply_migrations
+from tasks_server.store.signals import Signals, signal_of_change
+from tasks_server.store.sqlite.migrate import apply_migrations
+from tasks_server.store.sqlite.writer import Batched, Worker, connect
 
 T = TypeVar("T")
 
-
-class Batched(NamedTuple):
-    """One item of a write that the writer runs for all the items of its group at once.
-
-    `run` gets the connection and the group's items in queue order and returns
-    one result per item: its value, or an exception that fails that item alone.
-    Its statements stand alone (no savepoint per item is taken).
-    """
-
-    run: Callable[[sqlite3.Connection, list[Any]], list[Any]]
-    item: Any
-
-
-# (work, its caller's future, whether the work is one statement: see _try_group)
-Job = tuple[Callable[[sqlite3.Connection], Any] | Batched, asyncio.Future[Any], bool]
-Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
-Lanes = tuple[list[Job], list[Job]]  # (without fsync, durable)
-
-MAX_GROUP = 512
 # rows per multi-row statement: these few prepared shapes cover a batch of any size
 ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
-PRAGMAS = (
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA foreign_keys = ON",
-    # short: while another connection holds the write lock, callers queue behind each
-    # waiting group, so a long wait per group makes every request wait several times over
-    "PRAGMA busy_timeout = 2000",
-    "PRAGMA temp_store = MEMORY",
-)
 TASK_FIELDS = msgspec.structs.fields(TaskRow)
 _CHANGE_FIELDS = tuple(f.name for f in msgspec.structs.fields(TaskChange) if f.name != "drop_lease")
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in PRAGMAS:
-        conn.execute(pragma)
-    return conn
-
-
-class _Worker:
-    """A thread owning one connection, running jobs handed to it from the loop."""
-
-    def __init__(
-        self, name: str, conn: sqlite3.Connection, group_commit: bool, lock_path: str = ""
-    ) -> None:
-        self._conn = conn
-        self._group_commit = group_commit
-        # the processes' turn at the write lock (see the module docstring)
-        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else -1
-        self._jobs: queue.SimpleQueue[tuple[Job, bool] | None] = queue.SimpleQueue()
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(
-        self,
-        fn: Callable[[sqlite3.Connection], T] | Batched,
-        *,
-        durable: bool = True,
-        one_statement: bool = False,
-    ) -> asyncio.Future[T]:
-        """Run `fn` on this thread's connection; `durable=False` skips the fsync.
-
-        `one_statement`: `fn` changes the database with at most one statement,
-        which SQLite applies whole or not at all, so it needs no savepoint.
-        """
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(((fn, future, one_statement), durable))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join()
-        self._conn.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-
-    def _run(self) -> None:
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            if not self._group_commit:
-                self._loop.call_soon_threadsafe(_settle, [self._run_one(first[0])])
-                continue
-            fast, durable = self._take_group(first)
-            for lane, synchronous in ((fast, "NORMAL"), (durable, "FULL")):
-                if lane:
-                    self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-                    self._loop.call_soon_threadsafe(_settle, self._run_group(lane))
-
-    def _take_group(self, first: tuple[Job, bool]) -> Lanes:
-        lanes: Lanes = ([], [])
-        entry: tuple[Job, bool] | None = first
-        taken = 0
-        while entry is not None:
-            job, durable = entry
-            lanes[durable].append(job)
-            taken += 1
-            if taken >= MAX_GROUP:
-                break
-            try:
-                entry = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if entry is None:
-                self._jobs.put(None)  # stop after this group
-                break
-        return lanes
-
-    def _run_one(self, job: Job) -> Outcome:
-        fn, future, _ = job
-        if isinstance(fn, Batched):
-            return _run_batched(self._conn, fn.run, [(fn.item, future)])[0]
-        try:
-            return future, fn(self._conn), None
-        except BaseException as exc:
-            return future, None, _translate(exc)
-
-    def _run_group(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
-        if self._lock_fd >= 0:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # held only for one group by each process
-        try:
-            return self._try_group(batch)
-        except sqlite3.Error as exc:
-            # SAVEPOINT, ROLLBACK TO or ROLLBACK itself failed (I/O error, disk
-            # full): nothing of the group is committed. Answer every caller
-            # rather than let this thread die and leave them waiting forever.
-            with suppress(sqlite3.Error):
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-            failure = _translate(exc)
-            return [(future, None, failure) for _, future, _ in batch]
-        finally:
-            if self._lock_fd >= 0:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _try_group(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [(future, None, _translate(exc)) for _, future, _ in batch]
-        results: list[tuple[asyncio.Future[Any], Any, Any]] = []
-        batched: dict[Callable[[sqlite3.Connection, list[Any]], list[Any]], list[Any]] = {}
-        for fn, future, one_statement in batch:
-            if isinstance(fn, Batched):
-                batched.setdefault(fn.run, []).append((fn.item, future))
-                continue
-            # Every statement costs this thread a release and a re-take of the
-            # GIL, each a wait while the loop is busy, and the write lock is held
-            # meanwhile: one-statement jobs skip the savepoint's three statements.
-            if one_statement:
-                try:
-                    results.append((future, fn(conn), None))
-                except BaseException as exc:
-                    results.append((future, None, _translate(exc)))
-                continue
-            conn.execute("SAVEPOINT job")
-            try:
-                value = fn(conn)
-            except BaseException as exc:
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                results.append((future, None, _translate(exc)))
-            else:
-                conn.execute("RELEASE job")
-                results.append((future, value, None))
-        for run, entries in batched.items():
-            # concurrent writes of one kind, in one statement where they can: the
-            # order among a group's jobs is free, none was answered before the commit
-            results += _run_batched(conn, run, entries)
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = _translate(exc)
-            return [(future, None, failure) for future, _, _ in results]
-        return results
-
-
-def _run_batched(
-    conn: sqlite3.Connection,
-    run: Callable[[sqlite3.Connection, list[Any]], list[Any]],
-    entries: list[tuple[Any, asyncio.Future[Any]]],
-) -> list[Outcome]:
-    conn.execute("SAVEPOINT batch")
-    try:
-        values = run(conn, [item for item, _ in entries])
-    except BaseException as exc:
-        conn.execute("ROLLBACK TO batch")
-        conn.execute("RELEASE batch")
-        failure = _translate(exc)
-        return [(future, None, failure) for _, future in entries]
-    conn.execute("RELEASE batch")
-    return [
-        (future, None, _translate(value))
-        if isinstance(value, BaseException)
-        else (future, value, None)
-        for (_, future), value in zip(entries, values, strict=True)
-    ]
-
-
-def _translate(exc: BaseException) -> BaseException:
-    if isinstance(exc, sqlite3.OperationalError):
-        return StoreUnavailable(str(exc))
-    return exc
-
-
-def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in results:
-        if future.cancelled():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
+KEEP_BACKUP_RUNS = 1000  # rows of backup_run kept (one per tick)
 
 
 class SqliteStore:
@@ -284,7 +58,8 @@ class SqliteStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._q = queries.load(
-            "sqlite",
+            __package__ or "tasks_server.store.sqlite",
+            "queries",
             {
                 "task_columns": ", ".join(f.name for f in TASK_FIELDS),
                 "task_values": ", ".join("?" for _ in TASK_FIELDS),
@@ -294,19 +69,22 @@ class SqliteStore:
         self._record_sql = _multi_row(
             self._q["record_attempts"], len(msgspec.structs.fields(AttemptRecord))
         )
-        self._writer: _Worker | None = None
-        self._reader: _Worker | None = None
+        self._writer: Worker | None = None
+        self._reader: Worker | None = None
         self._point_reads: sqlite3.Connection | None = None
+        self._signals = Signals()
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
+        if not create and not Path(self.path).is_file():
+            raise StoreMissing(f"no database at {self.path}")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        writer = _connect(self.path)
-        apply_migrations(writer, "sqlite")
-        self._writer = _Worker(
+        writer = connect(self.path)
+        apply_migrations(writer)
+        self._writer = Worker(
             "sqlite-writer", writer, group_commit=True, lock_path=f"{self.path}.lock"
         )
-        self._reader = _Worker("sqlite-reader", _connect(self.path), group_commit=False)
-        self._point_reads = _connect(self.path)
+        self._reader = Worker("sqlite-reader", connect(self.path), group_commit=False)
+        self._point_reads = connect(self.path)
         # on the loop itself: never wait for a lock there (the reader thread will)
         self._point_reads.execute("PRAGMA busy_timeout = 0")
 
@@ -318,6 +96,9 @@ class SqliteStore:
         if self._point_reads is not None:
             self._point_reads.close()
             self._point_reads = None
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        return self._signals.subscribe(listener)
 
     def _write(
         self,
@@ -384,12 +165,13 @@ class SqliteStore:
     async def insert_task(self, task: TaskRow, limit: int) -> None:
         assert self._writer is not None, "store is not open"
         await self._writer.submit(Batched(self._insert_tasks, (task, limit)))
+        self._signals.publish(TaskSignal(task.id, wake=task.due_at is not None))
 
     def _insert_tasks(
         self, conn: sqlite3.Connection, items: list[tuple[TaskRow, int]]
     ) -> list[BaseException | None]:
         """A group's registrations in a few multi-row INSERTs; one result per item."""
-        results = self._refuse_over_limit(conn, items)
+        results = self._refusals(conn, items)
         fits = [n for n, result in enumerate(results) if result is None]
         for start, size in _chunks(len(fits)):
             chunk = fits[start : start + size]
@@ -398,27 +180,31 @@ class SqliteStore:
                     self._insert_sql[size], [v for n in chunk for v in astuple(items[n][0])]
                 )
             except sqlite3.IntegrityError:
-                # a bad row (a duplicate id, an owner deleted meanwhile) fails alone: from
-                # here on each is inserted by itself, checked against its owner's queue
-                for n in range(chunk[0], len(items)):
+                # a bad row (a duplicate id) fails alone: from here on each is
+                # inserted by itself, checked against its owner's queue
+                for n in fits[start:]:
                     results[n] = self._insert_one(conn, *items[n])
                 break
         return results
 
-    def _refuse_over_limit(
+    def _refusals(
         self, conn: sqlite3.Connection, items: list[tuple[TaskRow, int]]
     ) -> list[BaseException | None]:
-        """LimitReached for each item its owner's queue has no room for, in order."""
-        counts: dict[str, int] = {}
+        """For each item in order: NotFound when its owner is gone, LimitReached when the
+        owner's queue has no room left for it, else None."""
+        counts: dict[str, int | None] = {}
         for owner_id in {task.owner_id for task, _ in items}:
             found = conn.execute(self._q["get_owner"], {"id": owner_id}).fetchone()
-            counts[owner_id] = OwnerRow(*found).tasks_in_queue if found else 0
+            counts[owner_id] = OwnerRow(*found).tasks_in_queue if found else None
         results: list[BaseException | None] = []
         for task, limit in items:
-            if counts[task.owner_id] >= limit:
+            count = counts[task.owner_id]
+            if count is None:
+                results.append(NotFound(task.owner_id))
+            elif count >= limit:
                 results.append(LimitReached(limit))
             else:
-                counts[task.owner_id] += 1
+                counts[task.owner_id] = count + 1
                 results.append(None)
         return results
 
@@ -455,7 +241,7 @@ class SqliteStore:
     async def change_task(
         self, owner_id: str, task_id: str, decide: Callable[[TaskRow], TaskChange]
     ) -> TaskRow:
-        def change(conn: sqlite3.Connection) -> TaskRow:
+        def change(conn: sqlite3.Connection) -> tuple[TaskRow, TaskChange]:
             row = self._select_task(conn, owner_id, task_id)
             if row is None:
                 raise NotFound(task_id)
@@ -473,9 +259,11 @@ class SqliteStore:
                 conn.execute(statement, {**values, "id": task_id})
             after = self._select_task(conn, owner_id, task_id)
             assert after is not None
-            return after
+            return after, update
 
-        return await self._write(change)
+        after, update = await self._write(change)
+        self._signals.publish(signal_of_change(task_id, update))
+        return after
 
     async def delete_task(self, owner_id: str, task_id: str) -> TaskRow:
         def delete(conn: sqlite3.Connection) -> TaskRow:
@@ -485,11 +273,14 @@ class SqliteStore:
             conn.execute(self._q["delete_task"], {"id": task_id, "owner_id": owner_id})
             return row
 
-        return await self._write(delete)
+        row = await self._write(delete)
+        self._signals.publish(TaskSignal(task_id, abort=True))
+        return row
 
     # ---- scheduling ----
 
     async def register_instance(self, instance_id: str, host: str, pid: int, now: int) -> None:
+        instances.note_started_here(instance_id, host, pid)
         values = {"id": instance_id, "host": host, "pid": pid, "now": now}
         await self._write(
             lambda conn: conn.execute(self._q["register_instance"], values), durable=False
@@ -502,15 +293,22 @@ class SqliteStore:
             one_statement=True,
         )
 
-    async def release_dead_leases(
-        self, instance_id: str, now: int, stale_before: int, host: str
-    ) -> int:
+    def _instances(self, conn: sqlite3.Connection) -> list[InstanceRow]:
+        return [InstanceRow(*row) for row in conn.execute(self._q["list_instances"])]
+
+    def _live_instances(
+        self, conn: sqlite3.Connection, now: int, stale_ms: int
+    ) -> list[InstanceRow]:
+        return [row for row in self._instances(conn) if instances.is_alive(row, now, stale_ms)]
+
+    async def live_instances(self, now: int, stale_ms: int) -> list[InstanceRow]:
+        return await self._read(lambda conn: self._live_instances(conn, now, stale_ms))
+
+    async def release_dead_leases(self, instance_id: str, now: int, stale_ms: int) -> int:
         def release(conn: sqlite3.Connection) -> int:
-            for other, their_host, pid, heartbeat_at in conn.execute(self._q["list_instances"]):
-                if other == instance_id:
-                    continue
-                if heartbeat_at < stale_before or (their_host == host and not _pid_alive(pid)):
-                    conn.execute(self._q["delete_instance"], {"id": other})
+            for other in self._instances(conn):
+                if other.id != instance_id and not instances.is_alive(other, now, stale_ms):
+                    conn.execute(self._q["delete_instance"], {"id": other.id})
             return conn.execute(self._q["release_orphan_leases"], {"now": now}).rowcount
 
         return await self._write(release, durable=False)
@@ -563,6 +361,74 @@ class SqliteStore:
 
         return await self._write(record)
 
+    # ---- key rotation ----
+
+    async def reseal_tasks(
+        self,
+        after: str,
+        limit: int,
+        reseal: Callable[[SealedColumns], SealedColumns | None],
+        *,
+        now: int,
+        stale_ms: int,
+    ) -> list[str]:
+        def batch(conn: sqlite3.Connection) -> list[str]:
+            servers = self._live_instances(conn, now, stale_ms)
+            if servers:
+                raise InUse(self.path, [instances.describe(server) for server in servers])
+            found = conn.execute(self._q["sealed_batch"], {"after": after, "limit": limit})
+            rows = [SealedColumns(*row) for row in found.fetchall()]
+            for row in rows:
+                fresh = reseal(row)
+                if fresh is not None:
+                    conn.execute(self._q["reseal_task"], msgspec.structs.asdict(fresh))
+            return [row.id for row in rows]
+
+        return await self._write(batch)
+
+    # ---- backups ----
+
+    async def claim_backup_tick(
+        self, tick: int, instance_id: str, now: int, stale_ms: int
+    ) -> str | None:
+        def claim(conn: sqlite3.Connection) -> str | None:
+            alive = {row.id for row in self._live_instances(conn, now, stale_ms)}
+            for running_tick, running_in in conn.execute(
+                self._q["running_backups"], {"tick": tick}
+            ):
+                if running_in in alive:
+                    return f"the backup of tick {running_tick} is still running in {running_in}"
+            values = {"tick": tick, "instance_id": instance_id, "now": now}
+            if conn.execute(self._q["claim_tick"], values).rowcount == 0:
+                return "claimed by another server"
+            conn.execute(self._q["prune_runs"], {"keep": KEEP_BACKUP_RUNS})
+            return None
+
+        return await self._write(claim)
+
+    async def finish_backup_tick(
+        self,
+        tick: int,
+        instance_id: str,
+        now: int,
+        *,
+        location: str | None,
+        size: int | None,
+        error: str | None,
+    ) -> None:
+        values = {
+            "tick": tick,
+            "instance_id": instance_id,
+            "now": now,
+            "state": "DONE" if error is None else "FAILED",
+            "location": location,
+            "size": size,
+            "error": error,
+        }
+        await self._write(
+            lambda conn: conn.execute(self._q["finish_tick"], values), one_statement=True
+        )
+
 
 # what claim_due_tasks returns: id, payload (hex), retry_count, retry_limit, attempts,
 # estimate_execution_at, estimate_next_retry_at
@@ -587,19 +453,3 @@ def _chunks(count: int) -> Iterator[tuple[int, int]]:
         while count - start >= size:
             yield start, size
             start += size
-
-
-def process_exists(pid: int) -> bool:
-    """Whether a process with this pid runs on this host (ours included)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    # our own pid means the instance that held it is gone (a container restart reuses pids)
-    return pid != os.getpid() and process_exists(pid)

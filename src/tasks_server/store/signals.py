@@ -1,0 +1,40 @@
+"""The signals a store gives its subscribers after a client's change to a task commits.
+
+In one process they are plain calls on the loop. A store shared by several
+processes or nodes carries them further (PostgreSQL: LISTEN/NOTIFY); the
+schedulers' poll of due times remains the safety net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from tasks_server.model.records import TaskChange
+from tasks_server.store.base import Listener, TaskSignal
+
+
+def signal_of_change(task_id: str, change: TaskChange) -> TaskSignal | None:
+    """What a committed change means: a due time set wakes, a dropped lease aborts."""
+    wake = change.due_at is not msgspec.UNSET and change.due_at is not None
+    if not (wake or change.drop_lease):
+        return None
+    return TaskSignal(task_id, wake=wake, abort=change.drop_lease)
+
+
+class Signals:
+    """The listeners of one store, called in the order they subscribed."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def publish(self, signal: TaskSignal | None) -> None:
+        if signal is None:
+            return
+        for listener in list(self._listeners):
+            listener(signal)
