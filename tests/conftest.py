@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 
 from tasks_server.app import create_app
-from tasks_server.cli import server_options
 from tasks_server.config import Settings
+from tasks_server.runtime import server_options
 from tests.targets import Target, wait_until
 
 
@@ -111,7 +111,7 @@ class ServerThread:
         self._sock.close()
 
 
-def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "path_sqlite": str(tmp_path / "data" / "tasks.db"),
         "cipher_key": "test-cipher-key",
@@ -138,7 +138,7 @@ def running(settings: Settings) -> Iterator[Api]:
 def running_api(directory: Path, **overrides: Any) -> Iterator[Api]:
     """A server on a database in `directory`, with Settings overrides, for one `with` block
     (a module-scoped fixture shares one between the tests of a file)."""
-    with running(test_settings(directory, **overrides)) as api:
+    with running(make_settings(directory, **overrides)) as api:
         yield api
 
 
@@ -160,7 +160,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Api]]:
     running: list[tuple[ServerThread, Api]] = []
 
     def start(**overrides: Any) -> Api:
-        settings = test_settings(tmp_path, **overrides)
+        settings = make_settings(tmp_path, **overrides)
         server = ServerThread(settings)
         server.start()
         api = Api(f"http://127.0.0.1:{server.port}", settings)

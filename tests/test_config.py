@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks_server.cli import load_settings
-from tasks_server.config import Settings, SettingsError, read_env_file
+from tasks_server.config import Settings, SettingsError, load_settings, read_env_file
 
 
 def test_defaults_with_nothing_set() -> None:

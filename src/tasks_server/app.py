@@ -1,4 +1,5 @@
-"""The Starlette application: routes, error handlers and lifespan, wired in one place."""
+"""The application, wired in one place: the store, the scheduler and its sender, the
+backup schedule, the routes, the middleware and the lifespan that runs them."""
 
 from __future__ import annotations
 
@@ -7,18 +8,17 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tasks_server.api import owners, queues
 from tasks_server.api.errors import EXCEPTION_HANDLERS
-from tasks_server.api.openapi import openapi_routes
-from tasks_server.api.security_headers import SecurityHeaders
+from tasks_server.api.middleware.security_headers import SecurityHeaders
+from tasks_server.api.middleware.throttle import Throttle
+from tasks_server.api.openapi import openapi_document
+from tasks_server.api.routes import ROUTES, unthrottled_prefixes
 from tasks_server.api.services import Services
-from tasks_server.api.throttle import Throttle
 from tasks_server.backup.schedule import BackupSchedule
 from tasks_server.codec import TaskCodec
 from tasks_server.config import Settings
@@ -30,30 +30,7 @@ from tasks_server.model.canonical import ValidationRules
 from tasks_server.scheduler import Scheduler
 from tasks_server.store import open_store
 
-log = logging.getLogger("tasks_server")
-
-
-async def status(request: Request) -> Response:
-    return PlainTextResponse("OK")
-
-
-ROUTES = [
-    Route("/status", status, methods=["GET"]),
-    Route("/v1/owners/register", owners.register_owner, methods=["POST"]),
-    Route("/v1/owners/{name}", owners.get_owner, methods=["GET"]),
-    Route("/v1/owners/{name}", owners.delete_owner, methods=["DELETE"]),
-    Route("/v1/owners/{name}/rotate-key", owners.rotate_owner_key, methods=["POST"]),
-    Route("/v1/queues/register", queues.register_task, methods=["POST"]),
-    Route("/v1/queues", queues.list_tasks, methods=["GET"]),
-    Route("/v1/queues/{task_id}", queues.get_task, methods=["GET"]),
-    Route("/v1/queues/{task_id}", queues.edit_task, methods=["PATCH"]),
-    Route("/v1/queues/{task_id}", queues.delete_task, methods=["DELETE"]),
-    Route("/v1/queues/{task_id}/config", queues.get_task_config, methods=["GET"]),
-    Route("/v1/queues/{task_id}/pause", queues.pause_task, methods=["PATCH"]),
-    Route("/v1/queues/{task_id}/resume", queues.resume_task, methods=["PATCH"]),
-    Route("/v1/queues/{task_id}/revoke", queues.revoke_task, methods=["PATCH"]),
-    Route("/v1/queues/{task_id}/execute", queues.execute_task, methods=["POST"]),
-]
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -109,11 +86,14 @@ def create_app(settings: Settings) -> Starlette:
                 limit=settings.max_throttle_request,
                 window_ms=settings.max_throttle_time_window,
                 trust_proxy_headers=settings.trust_proxy_headers,
+                exempt=unthrottled_prefixes(),
             )
         )
-    return Starlette(
-        routes=[*ROUTES, *openapi_routes(settings)],
+    app = Starlette(
+        routes=[Route(route.path, route.handler, methods=[route.method]) for route in ROUTES],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.openapi = msgspec.json.encode(openapi_document(settings))
+    return app

@@ -25,7 +25,7 @@ from types import FrameType
 
 from tasks_server.config import Settings
 
-log = logging.getLogger("tasks_server")
+log = logging.getLogger(__name__)
 
 Worker = Callable[[Settings, socket.socket], None]
 LISTEN_BACKLOG = 2048  # uvicorn's own default

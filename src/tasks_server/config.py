@@ -269,3 +269,14 @@ def read_env_file(path: str) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
+
+
+def load_settings(env_file: str | None, **overrides: object) -> Settings:
+    """The settings of the environment, or of `env_file` with the environment winning;
+    `overrides` (field names, None for not given) win over both."""
+    env = dict(os.environ)
+    if env_file:
+        # the real environment wins over the file; an empty variable counts as unset
+        env = {**read_env_file(env_file), **{k: v for k, v in env.items() if v.strip()}}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings.from_env(env, **given)

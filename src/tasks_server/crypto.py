@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tasks_server.files import fsync_dir
 
-log = logging.getLogger("tasks_server")
+log = logging.getLogger(__name__)
 
 _VERSION = b"\x01"
 _NONCE_BYTES = 12

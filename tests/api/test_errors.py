@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner, ServerThread, assert_error
-from tests.conftest import test_settings as make_settings
+from tests.conftest import Api, Owner, ServerThread, assert_error, make_settings
 
 LIMIT = 1024
 TASK = {"httpRequest": {"url": "http://127.0.0.1:9/cb", "method": "GET"}}

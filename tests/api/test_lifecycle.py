@@ -17,11 +17,9 @@ from ulid import ULID
 
 import tests.conftest as conftest
 from tasks_server.dispatch import capabilities
+from tests.api.helpers import FAR, STATES, act, make_task, payload, request
 from tests.conftest import Api, Owner, assert_error
 from tests.targets import Reply, Target, wait_until
-
-FAR = 3_600_000  # ms: a task that will not fall due during a test
-STATES = ("RUNNING", "PAUSED", "SUCCESS", "ERROR", "REVOKED")
 
 
 def now_ms() -> int:
@@ -33,54 +31,11 @@ def sleep_until_ms(moment: float) -> None:
     wait_until(lambda: now_ms() >= moment, timeout=10, interval=0.005)
 
 
-def request(url: str, **extra: Any) -> dict[str, Any]:
-    return {"url": url, "method": "GET", **extra}
-
-
-def payload(url: str, delay: int = FAR, **config: Any) -> dict[str, Any]:
-    return {"httpRequest": request(url), "config": {"executionDelay": delay, **config}}
-
-
-def act(api: Api, owner: Owner, action: str, task_id: str, body: Any = None) -> httpx.Response:
-    """Call one lifecycle endpoint by name."""
-    headers = owner.headers
-    path = f"/v1/queues/{task_id}"
-    if action == "get":
-        return api.http.get(path, headers=headers)
-    if action == "config":
-        return api.http.get(f"{path}/config", headers=headers)
-    if action == "delete":
-        return api.http.delete(path, headers=headers)
-    if action == "execute":
-        return api.http.post(f"{path}/execute", headers=headers)
-    if action == "edit":
-        edit = body if body is not None else {"metadata": {"edited": "yes"}}
-        return api.http.patch(path, json=edit, headers=headers)
-    assert action in ("pause", "resume", "revoke"), action
-    return api.http.patch(f"{path}/{action}", headers=headers)
-
-
-def make_task(api: Api, owner: Owner, target: Target, state: str) -> dict[str, Any]:
-    """A task of `owner` brought into `state` through the API."""
-    if state in ("SUCCESS", "ERROR"):
-        path = "/cb" if state == "SUCCESS" else "/cb/error"
-        task = api.task(owner, {**payload(target.url(path), delay=1), "metadata": {"tag": "x"}})
-        return api.wait_state(owner, task["id"], state)
-    task = api.task(owner, {**payload(target.url("/cb")), "metadata": {"tag": "x"}})
-    if state == "PAUSED":
-        assert act(api, owner, "pause", task["id"]).status_code == 200
-    elif state == "REVOKED":
-        assert act(api, owner, "revoke", task["id"]).status_code == 200
-    found = api.get(owner, task["id"])
-    assert found["state"] == state
-    return found
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, Owner]]:
     """One server for the tests that only read or are refused (nothing fires)."""
     path: Path = tmp_path_factory.mktemp("shared")
-    settings = conftest.test_settings(path)
+    settings = conftest.make_settings(path)
     server = conftest.ServerThread(settings)
     server.start()
     api = Api(f"http://127.0.0.1:{server.port}", settings)

@@ -16,8 +16,7 @@ from starlette.routing import Route
 from ulid import ULID
 
 from tasks_server.app import create_app
-from tests.conftest import Api, ServerThread
-from tests.conftest import test_settings as make_settings
+from tests.conftest import Api, ServerThread, make_settings
 
 EXPECTED = {
     "referrer-policy": "no-referrer",

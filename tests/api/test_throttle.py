@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tasks_server.api.throttle import TokenBuckets, client_address
+from tasks_server.api.middleware.throttle import TokenBuckets, client_address
 from tests.conftest import Api
 from tests.targets import wait_until
 

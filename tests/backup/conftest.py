@@ -26,9 +26,9 @@ import httpx
 import pytest
 
 from tasks_server.config import Settings
-from tests.conftest import Api, Owner, test_settings
-from tests.e2e.test_restart import Served, free_port
-from tests.store.test_sqlite import running as serving
+from tests.conftest import Api, Owner, make_settings
+from tests.conftest import running as serving
+from tests.served import Served, free_port
 from tests.targets import wait_until
 
 # a task that stays RUNNING (due in an hour) to a port where nothing listens
@@ -42,7 +42,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     """Test settings with the schedule off unless a test turns it on."""
     values: dict[str, Any] = {"backup_enabled": False}
     values.update(overrides)
-    return test_settings(tmp_path, **values)
+    return make_settings(tmp_path, **values)
 
 
 def add_tasks(api: Api, owner: Owner, count: int) -> list[str]:

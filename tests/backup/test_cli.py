@@ -19,7 +19,7 @@ from tests.backup.conftest import (
     serving,
     task_ids,
 )
-from tests.e2e.test_restart import EXECUTABLE
+from tests.served import EXECUTABLE
 
 SCHEMA = latest_schema_version()  # the latest migration
 

@@ -25,7 +25,7 @@ from tests.backup.conftest import (
     settings_for,
     task_ids,
 )
-from tests.e2e.test_restart import Served
+from tests.served import Served
 from tests.targets import Reply, Target, wait_until
 
 

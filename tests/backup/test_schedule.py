@@ -18,7 +18,7 @@ from tasks_server.backup.schedule import next_tick
 from tasks_server.store import open_store
 from tests.backup.conftest import make_database, settings_for
 from tests.conftest import Api
-from tests.e2e.test_restart import Served
+from tests.served import Served
 from tests.targets import Target, wait_until
 
 EVERY_SECOND = "* * * * * *"

@@ -11,7 +11,7 @@ import pytest
 
 from tasks_server.dispatch import capabilities
 from tests.conftest import Api, Owner
-from tests.dispatch.test_request import run
+from tests.dispatch.helpers import run
 from tests.targets import Arrival, Reply, Target
 
 KEY, SECRET, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "eu-west-3"

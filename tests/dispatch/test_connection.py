@@ -10,8 +10,7 @@ import pytest
 import trustme
 
 from tests.conftest import Api, Owner
-from tests.dispatch.test_request import netscape_cookies, run
-from tests.dispatch.test_tls import b64, get
+from tests.dispatch.helpers import b64, get, netscape_cookies, run
 from tests.targets import Arrival, Reply, Target, tls_context, wait_until
 
 NAME = "tasks.test"

@@ -7,26 +7,13 @@ never serves another (libcurl shares DNS and connection caches in a multi).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import trustme
 
 from tests.conftest import Api, Owner
-from tests.dispatch.test_request import run
-from tests.dispatch.test_tls import b64, get
+from tests.dispatch.helpers import NAME, b64, get, named_url, pin, run
 from tests.targets import DnsServer, Target, doh_responder, tls_context
-
-NAME = "tasks.test"
-
-
-def named_url(target: Target, path: str = "/cb", name: str = NAME) -> str:
-    return f"http://{name}:{target.port}{path}"
-
-
-def pin(target: Target, address: str = "127.0.0.1", host: str = NAME) -> dict[str, Any]:
-    return {"resolve": [{"host": host, "port": target.port, "address": [address]}]}
-
 
 # ---- resolve ----
 

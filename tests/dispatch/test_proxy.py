@@ -10,8 +10,7 @@ import pytest
 import trustme
 
 from tests.conftest import Api, Owner
-from tests.dispatch.test_request import digest_params, run
-from tests.dispatch.test_tls import b64, get
+from tests.dispatch.helpers import b64, digest_params, get, run
 from tests.targets import ForwardProxy, ProxyArrival, Reply, Target, tls_context
 
 PROXY_BASIC = "Basic " + base64.b64encode(b"proxy-user:proxy-pw").decode()

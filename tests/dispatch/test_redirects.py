@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Api, Owner
-from tests.dispatch.test_request import run
+from tests.dispatch.helpers import run
 from tests.targets import Reply, Target
 
 BASIC = "Basic " + base64.b64encode(b"trusted:pw").decode()

@@ -5,32 +5,18 @@ from __future__ import annotations
 import base64
 import email.parser
 import email.policy
-import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
-from urllib.request import parse_http_list, parse_keqv_list
 
 import pytest
 import trustme
 
 from tasks_server.model.spec import DEFAULT_USER_AGENT
 from tests.conftest import Api, Owner
+from tests.dispatch.helpers import FINAL, digest_params, netscape_cookies, run
 from tests.targets import Arrival, H2Target, Reply, Target, tls_context
-
-FINAL = ("SUCCESS", "ERROR")
-
-
-def run(
-    api: Api, owner: Owner, request: dict[str, Any], config: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Register a task, wait until it has finished, return its task object."""
-    payload: dict[str, Any] = {"httpRequest": request}
-    if config is not None:
-        payload["config"] = config
-    task = api.task(owner, payload)
-    return api.wait_state(owner, task["id"], *FINAL)
 
 
 def sent_text(value: str) -> str:
@@ -518,26 +504,6 @@ def test_auth_basic(api: Api, owner: Owner, target: Target, password: str, state
     assert (arrival.header("authorization") or "").startswith("Basic ")
 
 
-def md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()
-
-
-def digest_params(
-    header: str, method: str, user: str, password: str, realm: str, nonce: str
-) -> dict[str, str] | None:
-    """The fields of a `Digest` credentials header if its response is right (RFC 2617,
-    qop=auth), else None."""
-    if not header.startswith("Digest "):
-        return None
-    params: dict[str, str] = parse_keqv_list(parse_http_list(header[len("Digest ") :]))
-    ha1 = md5(f"{user}:{realm}:{password}")
-    ha2 = md5(f"{method}:{params['uri']}")
-    expected = md5(f"{ha1}:{nonce}:{params['nc']}:{params['cnonce']}:{params['qop']}:{ha2}")
-    if params.get("username") != user or params.get("response") != expected:
-        return None
-    return params
-
-
 def digest_responder(user: str, password: str, realm: str = "tasks@test") -> Any:
     nonce = "dcd98b7102dd2f0e8b11d0f600bfb0c093"
     challenge = {
@@ -636,10 +602,6 @@ def test_users_headers_named_like_ours_are_never_replaced(
     # ours still fill in what the user did not set
     assert second.header_values("x-tasks-retry-limit") == ["1"]
     assert second.header("x-tasks-estimate-next-retry-at") is not None
-
-
-def netscape_cookies(*lines: str) -> str:
-    return base64.b64encode(("# Netscape HTTP Cookie File\n" + "\n".join(lines)).encode()).decode()
 
 
 def test_cookie_file_sends_its_matching_cookies(api: Api, owner: Owner, target: Target) -> None:

@@ -13,9 +13,7 @@ import pytest
 
 from tasks_server.config import Settings, SettingsError
 from tests.conftest import Api, Owner
-from tests.dispatch.test_dns import named_url, pin
-from tests.dispatch.test_request import run
-from tests.dispatch.test_tls import get
+from tests.dispatch.helpers import get, named_url, pin, run
 from tests.targets import DnsServer, ForwardProxy, Reply, Target
 
 DENIED = "127.0.0.2"

@@ -20,19 +20,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tasks_server.dispatch import capabilities
 from tests.conftest import Api, Owner
-from tests.dispatch.test_request import run
+from tests.dispatch.helpers import b64, get, run
 from tests.targets import H3Target, Reply, Target, tls_context
 
 CLIENT_NAME = "tasks-client"
-
-
-def b64(content: bytes) -> str:
-    return base64.b64encode(content).decode()
-
-
-def get(url: str, **extra: Any) -> dict[str, Any]:
-    """A GET httpRequest, with any other httpRequest fields."""
-    return {"url": url, "method": "GET", **extra}
 
 
 def ca_pem(ca: trustme.CA) -> bytes:

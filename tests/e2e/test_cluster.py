@@ -19,7 +19,7 @@ import pytest
 
 from tasks_server.crypto import KEY_FILE_NAME
 from tests.conftest import Owner
-from tests.e2e.test_restart import EXECUTABLE, Served, free_port, now_ms
+from tests.served import EXECUTABLE, Served, free_port, now_ms
 from tests.targets import Reply, Target, wait_until
 
 LISTENING = re.compile(r"listening on \S+ \(pid (\d+),")

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import trustme
 
-from tests.e2e.test_restart import EXECUTABLE, free_port
+from tests.served import EXECUTABLE, free_port
 from tests.targets import wait_until
 
 

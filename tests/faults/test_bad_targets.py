@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_restart import Served
+from tests.served import Served
 
 BIG = 50 * 1024 * 1024
 EACH = 6  # tasks per kind of bad target

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_restart import Served, ids_at, now_ms
+from tests.served import Served, ids_at, now_ms
 from tests.targets import Reply, Target, wait_until
 
 TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000

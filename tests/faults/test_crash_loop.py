@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.test_restart import Served, now_ms
+from tests.served import Served, now_ms
 from tests.targets import Arrival, Reply, Target, wait_until
 
 TASKS_PER_ROUND = 200

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import Owner
-from tests.e2e.test_restart import Served
+from tests.served import Served
 from tests.targets import Reply, Target, wait_until
 
 

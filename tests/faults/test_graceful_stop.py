@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.test_restart import Served, ids_at, now_ms
+from tests.served import Served, ids_at, now_ms
 from tests.targets import Reply, Target
 
 GRACE_MS = 2500

@@ -8,26 +8,21 @@ import os
 import sqlite3
 import stat
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from ulid import ULID
 
 import tests.conftest as conftest
 from tasks_server.crypto import Cipher, load_or_create_secret
 from tasks_server.model.lifecycle import State
-from tasks_server.model.records import AttemptRecord, OwnerRow, TaskRow
-from tasks_server.store.base import LimitReached
-from tasks_server.store.sqlite import SqliteStore
+from tasks_server.model.records import AttemptRecord, TaskRow
 from tasks_server.store.sqlite.migrate import apply_migrations
 from tests.conftest import running
+from tests.store.helpers import FAR, store_with_owner, task_row
 from tests.targets import Reply, Target
 
-FAR = 3_600_000
 MARKER = "Zq7-MARKER-8xW"
 
 
@@ -47,7 +42,7 @@ def far_task(url: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_database_is_created_on_first_start_with_wal(tmp_path: Path) -> None:
-    settings = conftest.test_settings(tmp_path)
+    settings = conftest.make_settings(tmp_path)
     db = Path(settings.path_sqlite)
     assert not db.parent.exists()
     with running(settings) as api:
@@ -61,7 +56,7 @@ def test_database_is_created_on_first_start_with_wal(tmp_path: Path) -> None:
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
-    settings = conftest.test_settings(tmp_path)
+    settings = conftest.make_settings(tmp_path)
     db = Path(settings.path_sqlite)
     with running(settings) as api:
         owner = api.owner()
@@ -116,7 +111,7 @@ def _files_of(db: Path) -> dict[str, bytes]:
 
 
 def test_task_data_is_encrypted_on_disk(tmp_path: Path, target: Target) -> None:
-    settings = conftest.test_settings(tmp_path)
+    settings = conftest.make_settings(tmp_path)
     db = Path(settings.path_sqlite)
     marker = MARKER.encode()
     target.script(f"/{MARKER}", Reply(200, b"response " + marker))
@@ -153,7 +148,7 @@ def test_task_data_is_encrypted_on_disk(tmp_path: Path, target: Target) -> None:
 
 def test_transport_errors_are_encrypted_on_disk(tmp_path: Path) -> None:
     """libcurl's message names the host, which is part of the sealed request."""
-    settings = conftest.test_settings(tmp_path)
+    settings = conftest.make_settings(tmp_path)
     db = Path(settings.path_sqlite)
     host = f"{MARKER.lower()}.invalid"
     with running(settings) as api:
@@ -169,7 +164,7 @@ def test_transport_errors_are_encrypted_on_disk(tmp_path: Path) -> None:
 
 
 def test_cipher_key_file_is_created_0600_and_reused(tmp_path: Path, target: Target) -> None:
-    settings = conftest.test_settings(tmp_path, cipher_key="")
+    settings = conftest.make_settings(tmp_path, cipher_key="")
     key_file = Path(settings.path_sqlite).parent / "cipher.key"
     with running(settings) as api:
         assert key_file.is_file()
@@ -193,7 +188,7 @@ def test_cipher_key_file_is_created_0600_and_reused(tmp_path: Path, target: Targ
 
 
 def test_configured_cipher_key_writes_no_key_file(tmp_path: Path) -> None:
-    settings = conftest.test_settings(tmp_path, cipher_key="a-configured-key")
+    settings = conftest.make_settings(tmp_path, cipher_key="a-configured-key")
     with running(settings) as api:
         api.owner()
     assert not (Path(settings.path_sqlite).parent / "cipher.key").exists()
@@ -237,46 +232,6 @@ def wal_commits(db: Path) -> tuple[bytes, int]:
     return salts, commits
 
 
-def task_row(owner_id: str, task_id: str | None = None) -> TaskRow:
-    return TaskRow(
-        id=task_id or str(ULID()),
-        owner_id=owner_id,
-        state=State.RUNNING,
-        created_at=1,
-        estimate_execution_at=FAR,
-        estimate_end_at=0,
-        estimate_next_retry_at=0,
-        status_code=0,
-        retry_count=0,
-        retry_limit=0,
-        attempts=0,
-        error=None,
-        response=None,
-        metadata=None,
-        payload=b"sealed",
-        due_at=None,
-        lease_token=None,
-        lease_ms=1000,
-    )
-
-
-def owner_row() -> OwnerRow:
-    return OwnerRow(str(ULID()), f"owner-{ULID()!s}".lower()[:20], b"digest", 1, 0)
-
-
-@asynccontextmanager
-async def store_with_owner(db: Path) -> AsyncIterator[tuple[SqliteStore, OwnerRow]]:
-    """An open store on `db` with one registered owner; closed afterwards."""
-    store = SqliteStore(str(db))
-    await store.open()
-    try:
-        owner = owner_row()
-        await store.create_owner(owner)
-        yield store, owner
-    finally:
-        await store.close()
-
-
 async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
     db = tmp_path / "group.db"
     async with store_with_owner(db) as (store, owner):
@@ -307,19 +262,6 @@ async def test_each_write_is_answered_after_its_commit(tmp_path: Path) -> None:
             return found is not None
 
         assert all(await asyncio.gather(*(insert_then_look(row) for row in rows)))
-
-
-async def test_limit_is_atomic_within_a_group(tmp_path: Path) -> None:
-    async with store_with_owner(tmp_path / "limit.db") as (store, owner):
-        results = await asyncio.gather(
-            *(store.insert_task(task_row(owner.id), 10) for _ in range(64)),
-            return_exceptions=True,
-        )
-        assert results.count(None) == 10
-        assert sum(isinstance(r, LimitReached) for r in results) == 54
-        found = await store.get_owner(owner.id)
-        assert found is not None
-        assert found.tasks_in_queue == 10
 
 
 async def test_a_failing_write_does_not_undo_the_rest_of_its_group(tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from tasks_server.api.middleware.security_headers import security_headers
 from tasks_server.api.schemas import ErrorBody
-from tasks_server.api.security_headers import security_headers
 from tasks_server.crypto import DecryptionError
 from tasks_server.model.validation import ValidationFailed
 from tasks_server.store.base import StoreUnavailable
 
-log = logging.getLogger("tasks_server")
+log = logging.getLogger(__name__)
 
 _FIX = "Do not retry without fixing the problem"
 _STOP = "The request should not be repeated"

@@ -1,33 +1,21 @@
-"""GET /openapi.json (OpenAPI 3.1, schemas generated from the msgspec structs) and
-/swagger, a Swagger UI page whose assets come from a Python package, not a CDN.
-
-OPERATIONS is the one table of what each endpoint takes and answers; the
-document is built from it and the structs of api/schemas.py, once per app,
-for that app's settings (whether registration needs a token, throttling).
-"""
+"""The OpenAPI 3.1 document of this server, built from the route table (routes.py) and
+the structs of model/spec.py and api/schemas.py (their JSON Schemas, by msgspec), once
+per app, for that app's settings (whether registration needs a token, throttling)."""
 
 from __future__ import annotations
 
 import copy
 from importlib.metadata import version
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
-import swagger_ui_bundle  # type: ignore[import-untyped]
-from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
-from starlette.routing import Route
 
 from tasks_server.api import schemas
-from tasks_server.api.errors import ApiError
+from tasks_server.api.routes import JSON, ROUTES, Endpoint
 from tasks_server.config import Settings
 from tasks_server.model.spec import TaskSpec
 
-OPENAPI_PATH = "/openapi.json"
-SWAGGER_PATH = "/swagger"
 _REF = "#/components/schemas/{name}"
-_JSON = "application/json"
 
 # every status an operation may answer with besides its success, and what it means
 ERROR_MEANINGS = {
@@ -43,154 +31,6 @@ ERROR_MEANINGS = {
 }
 _AUTH_ERRORS = (401, 403)
 
-
-class Operation(NamedTuple):
-    method: str
-    path: str
-    operation_id: str
-    summary: str
-    response: str | None  # a component name; None: not JSON, or any JSON
-    errors: tuple[int, ...] = ()  # besides auth, 429 and 503 (added where they apply)
-    status: int = 200  # on success
-    auth: str = "owner"  # "owner" (key + owner id), "registration" or "none"
-    body: str | None = None  # the request body's component name
-    array: bool = False  # the response is an array of `response`
-    media: str = _JSON
-    query: str | None = None  # a component whose properties are the query parameters
-    example: Any = None  # of the request body
-
-    @property
-    def tag(self) -> str:
-        """owners, queues (from /v1/<tag>/...) or service."""
-        return self.path.split("/")[2] if self.path.startswith("/v1/") else "service"
-
-
-_TASK = "/v1/queues/{task_id}"
-_OWNER = "/v1/owners/{name}"
-_ANSWERS_TASK = (400, 404, 409)
-OPERATIONS: tuple[Operation, ...] = (
-    Operation("GET", "/status", "status", "Liveness", None, auth="none", media="text/plain"),
-    Operation(
-        "POST",
-        "/v1/owners/register",
-        "registerOwner",
-        "Register an owner; its key is shown once",
-        "OwnerCreated",
-        (400, 409, 413),
-        status=201,
-        auth="registration",
-        body="OwnerRegistration",
-        example={"name": "my-team"},
-    ),
-    Operation("GET", _OWNER, "getOwner", "Read your owner", "OwnerView", (400, 404)),
-    Operation(
-        "DELETE",
-        _OWNER,
-        "deleteOwner",
-        "Delete your owner and its finished tasks",
-        "Done",
-        (400, 404, 409),
-    ),
-    Operation(
-        "POST",
-        _OWNER + "/rotate-key",
-        "rotateOwnerKey",
-        "Replace your key: the new one is shown once, the old one stops working",
-        "OwnerCreated",
-        (400, 404),
-    ),
-    Operation(
-        "POST",
-        "/v1/queues/register",
-        "registerTask",
-        "Register a task",
-        "TaskView",
-        (400, 413, 422),
-        status=201,
-        body="TaskSpec",
-        example={
-            "httpRequest": {
-                "url": "https://example.com/webhook",
-                "method": "POST",
-                "data": {"hello": "world"},
-            },
-            "config": {"executionDelay": 60000, "retry": 3, "retryInterval": 10000},
-            "metadata": {"tag": "welcome-email"},
-        },
-    ),
-    Operation(
-        "GET",
-        "/v1/queues",
-        "listTasks",
-        "List your tasks",
-        "TaskView",
-        (400,),
-        array=True,
-        query="ListQuery",
-    ),
-    Operation("GET", _TASK, "getTask", "Read one task", "TaskView", (400, 404)),
-    Operation(
-        "PATCH",
-        _TASK,
-        "editTask",
-        "Edit a PAUSED task, or a RUNNING one not in flight (a merge patch of its registration)",
-        "TaskView",
-        (400, 404, 409, 413),
-        body="TaskPatch",
-        example={"config": {"executionDelay": 120000}, "metadata": {"tag": None}},
-    ),
-    Operation("DELETE", _TASK, "deleteTask", "Delete a task in any state", "Done", (400, 404)),
-    Operation(
-        "GET",
-        _TASK + "/config",
-        "getTaskConfig",
-        "The stored request and options, secrets masked",
-        "TaskConfig",
-        (400, 404),
-    ),
-    Operation(
-        "PATCH",
-        _TASK + "/pause",
-        "pauseTask",
-        "Pause a RUNNING task (aborts a request in flight)",
-        "Done",
-        _ANSWERS_TASK,
-    ),
-    Operation(
-        "PATCH",
-        _TASK + "/resume",
-        "resumeTask",
-        "Resume a PAUSED task",
-        "TaskView",
-        _ANSWERS_TASK,
-    ),
-    Operation(
-        "PATCH",
-        _TASK + "/revoke",
-        "revokeTask",
-        "End a RUNNING or PAUSED task for good",
-        "Done",
-        _ANSWERS_TASK,
-    ),
-    Operation(
-        "POST",
-        _TASK + "/execute",
-        "executeTask",
-        "Run a RUNNING task now, once",
-        "Done",
-        _ANSWERS_TASK,
-    ),
-    Operation("GET", OPENAPI_PATH, "openapi", "This document", None, auth="none"),
-    Operation(
-        "GET",
-        SWAGGER_PATH,
-        "swagger",
-        "Swagger UI for this document",
-        None,
-        auth="none",
-        media="text/html",
-    ),
-)
 
 STRUCTS = (
     TaskSpec,
@@ -235,14 +75,18 @@ _RATE_LIMIT_HEADERS = {
 }
 
 
-def openapi_document(settings: Settings) -> dict[str, Any]:
+def openapi_document(
+    settings: Settings, endpoints: tuple[Endpoint, ...] = ROUTES
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of a server running with `settings`."""
     _, components = msgspec.json.schema_components(STRUCTS, ref_template=_REF)
     _add_derived_schemas(components)
     paths: dict[str, dict[str, Any]] = {}
-    for operation in OPERATIONS:
+    for operation in endpoints:
+        if not operation.documented:
+            continue
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
-            operation, components, settings
+            operation, components, settings, endpoints
         )
     del components["ListQuery"]  # its fields are the query parameters of listTasks
     headers: dict[str, Any] = {
@@ -281,7 +125,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
 
 
 def _operation(
-    operation: Operation, components: dict[str, Any], settings: Settings
+    operation: Endpoint,
+    components: dict[str, Any],
+    settings: Settings,
+    endpoints: tuple[Endpoint, ...],
 ) -> dict[str, Any]:
     auth = operation.auth
     if auth == "registration" and not settings.registration_token:
@@ -292,7 +139,7 @@ def _operation(
     api = operation.path.startswith("/v1/")
     if api:
         errors.add(503)
-    throttled = settings.throttled and not operation.path.startswith((OPENAPI_PATH, SWAGGER_PATH))
+    throttled = settings.throttled and operation.throttled
     if throttled:
         errors.add(429)
     rate_headers = (
@@ -309,7 +156,7 @@ def _operation(
             headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWW-Authenticate"}
         responses[str(status)] = {
             "description": ERROR_MEANINGS[status],
-            "content": {_JSON: {"schema": {"$ref": _REF.format(name="ErrorBody")}}},
+            "content": {JSON: {"schema": {"$ref": _REF.format(name="ErrorBody")}}},
             **({"headers": headers} if headers else {}),
         }
     document: dict[str, Any] = {
@@ -324,18 +171,18 @@ def _operation(
         media: dict[str, Any] = {"schema": {"$ref": _REF.format(name=operation.body)}}
         if operation.example is not None:
             media["example"] = operation.example
-        document["requestBody"] = {"required": True, "content": {_JSON: media}}
+        document["requestBody"] = {"required": True, "content": {JSON: media}}
     if operation.operation_id == "registerTask":
-        document["responses"]["201"]["links"] = _task_links()
+        document["responses"]["201"]["links"] = _task_links(endpoints)
     return document
 
 
-def _success(operation: Operation, headers: dict[str, Any]) -> dict[str, Any]:
+def _success(operation: Endpoint, headers: dict[str, Any]) -> dict[str, Any]:
     if operation.response is not None:
         schema: dict[str, Any] = {"$ref": _REF.format(name=operation.response)}
         if operation.array:
             schema = {"type": "array", "items": schema}
-    elif operation.media == _JSON:
+    elif operation.media == JSON:
         schema = {"type": "object"}
     else:
         schema = {"type": "string"}
@@ -348,7 +195,7 @@ def _success(operation: Operation, headers: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-def _parameters(operation: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
+def _parameters(operation: Endpoint, components: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     if "{name}" in operation.path:
         found.append({"$ref": "#/components/parameters/ownerName"})
@@ -360,7 +207,7 @@ def _parameters(operation: Operation, components: dict[str, Any]) -> list[dict[s
             if "anyOf" in schema:  # an optional parameter is left out, never null
                 (schema,) = [arm for arm in schema["anyOf"] if arm != {"type": "null"}]
             found.append({"name": name, "in": "query", "required": False, "schema": schema})
-    if operation.media == _JSON and operation.operation_id != "openapi":
+    if operation.media == JSON and operation.operation_id != "openapi":
         found.append({"$ref": "#/components/parameters/pretty"})
     return found
 
@@ -392,12 +239,12 @@ def _shared_parameters(components: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _task_links() -> dict[str, Any]:
+def _task_links(endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
     """From a registered task to everything that can be done with it (stateful clients)."""
     by_id = {"task_id": "$response.body#/id"}
     return {
         operation.operation_id: {"operationId": operation.operation_id, "parameters": by_id}
-        for operation in OPERATIONS
+        for operation in endpoints
         if "{task_id}" in operation.path
     }
 
@@ -470,59 +317,3 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- routes ----
-
-_ASSETS_DIR = Path(str(swagger_ui_bundle.swagger_ui_path))
-_ASSETS = frozenset(
-    {"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"}
-)
-# URLs are relative, so that the page also works behind a proxy under a path prefix
-_SWAGGER_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Tasks Server API</title>
-<link rel="stylesheet" href="swagger/swagger-ui.css">
-<link rel="icon" type="image/png" href="swagger/favicon-32x32.png" sizes="32x32">
-</head>
-<body>
-<div id="swagger-ui"></div>
-<script src="swagger/swagger-ui-bundle.js"></script>
-<script src="swagger/start.js"></script>
-</body>
-</html>
-"""
-_SWAGGER_START = """window.onload = function () {
-  window.ui = SwaggerUIBundle({
-    url: "openapi.json",
-    dom_id: "#swagger-ui",
-    deepLinking: true,
-    presets: [SwaggerUIBundle.presets.apis],
-    layout: "BaseLayout",
-  });
-};
-"""
-
-
-def openapi_routes(settings: Settings) -> list[Route]:
-    """GET /openapi.json, GET /swagger and the Swagger UI assets under /swagger/."""
-    document = msgspec.json.encode(openapi_document(settings))
-
-    async def openapi_json(request: Request) -> Response:
-        return Response(document, media_type=_JSON)
-
-    async def swagger_page(request: Request) -> Response:
-        return HTMLResponse(_SWAGGER_PAGE)
-
-    async def swagger_asset(request: Request) -> Response:
-        name: str = request.path_params["asset"]
-        if name == "start.js":
-            return Response(_SWAGGER_START, media_type="text/javascript")
-        if name not in _ASSETS:
-            raise ApiError(404)
-        return FileResponse(_ASSETS_DIR / name, headers={"Cache-Control": "max-age=86400"})
-
-    return [
-        Route(OPENAPI_PATH, openapi_json, methods=["GET"]),
-        Route(SWAGGER_PATH, swagger_page, methods=["GET"]),
-        Route(SWAGGER_PATH + "/{asset}", swagger_asset, methods=["GET"]),
-    ]

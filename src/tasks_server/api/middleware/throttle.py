@@ -25,11 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasks_server.api.errors import DEFAULT_MESSAGES, error_response
 
-log = logging.getLogger("tasks_server")
+log = logging.getLogger(__name__)
 
 MAX_CLIENTS = 100_000
-# documentation pages are not throttled (as in the original)
-UNTHROTTLED_PATHS = ("/openapi.json", "/swagger")
 
 
 class Decision:
@@ -119,16 +117,22 @@ class Throttle:
     """ASGI middleware: 429 once a client's bucket is empty; RateLimit-* headers always."""
 
     def __init__(
-        self, app: ASGIApp, limit: int, window_ms: int, trust_proxy_headers: bool = False
+        self,
+        app: ASGIApp,
+        limit: int,
+        window_ms: int,
+        trust_proxy_headers: bool = False,
+        exempt: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        self.exempt = exempt  # path prefixes never throttled
         self.buckets = TokenBuckets(limit, window_ms)
         self.trust_proxy_headers = trust_proxy_headers
         self.policy = f"{limit};w={max(1, math.ceil(window_ms / 1000))}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or path.startswith(UNTHROTTLED_PATHS):
+        if scope["type"] != "http" or path.startswith(self.exempt):
             await self.app(scope, receive, send)
             return
         client = client_address(scope, self.trust_proxy_headers)

@@ -1,0 +1,228 @@
+"""The one table of the HTTP API: each endpoint, its handler and what it takes and answers.
+
+The app's routes, the OpenAPI document (openapi.py) and the throttle's
+exemptions are all built from ROUTES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tasks_server.api import docs, owners, queues, status
+
+Handler = Callable[[Request], Awaitable[Response]]
+JSON = "application/json"
+OPENAPI_PATH = "/openapi.json"
+SWAGGER_PATH = "/swagger"
+
+
+class Endpoint(NamedTuple):
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    response: str | None  # a component name; None: not JSON, or any JSON
+    errors: tuple[int, ...] = ()  # besides auth, 429 and 503 (added where they apply)
+    status: int = 200  # on success
+    auth: str = "owner"  # "owner" (key + owner id), "registration" or "none"
+    body: str | None = None  # the request body's component name
+    array: bool = False  # the response is an array of `response`
+    media: str = JSON
+    query: str | None = None  # a component whose properties are the query parameters
+    example: Any = None  # of the request body
+    throttled: bool = True  # documentation is not throttled (as in the original)
+    documented: bool = True  # in the OpenAPI document
+
+    @property
+    def tag(self) -> str:
+        """owners, queues (from /v1/<tag>/...) or service."""
+        return self.path.split("/")[2] if self.path.startswith("/v1/") else "service"
+
+
+_TASK = "/v1/queues/{task_id}"
+_OWNER = "/v1/owners/{name}"
+_ANSWERS_TASK = (400, 404, 409)
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET", "/status", status.status, "status", "Liveness", None, auth="none", media="text/plain"
+    ),
+    Endpoint(
+        "POST",
+        "/v1/owners/register",
+        owners.register_owner,
+        "registerOwner",
+        "Register an owner; its key is shown once",
+        "OwnerCreated",
+        (400, 409, 413),
+        status=201,
+        auth="registration",
+        body="OwnerRegistration",
+        example={"name": "my-team"},
+    ),
+    Endpoint(
+        "GET", _OWNER, owners.get_owner, "getOwner", "Read your owner", "OwnerView", (400, 404)
+    ),
+    Endpoint(
+        "DELETE",
+        _OWNER,
+        owners.delete_owner,
+        "deleteOwner",
+        "Delete your owner and its finished tasks",
+        "Done",
+        (400, 404, 409),
+    ),
+    Endpoint(
+        "POST",
+        _OWNER + "/rotate-key",
+        owners.rotate_owner_key,
+        "rotateOwnerKey",
+        "Replace your key: the new one is shown once, the old one stops working",
+        "OwnerCreated",
+        (400, 404),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/queues/register",
+        queues.register_task,
+        "registerTask",
+        "Register a task",
+        "TaskView",
+        (400, 413, 422),
+        status=201,
+        body="TaskSpec",
+        example={
+            "httpRequest": {
+                "url": "https://example.com/webhook",
+                "method": "POST",
+                "data": {"hello": "world"},
+            },
+            "config": {"executionDelay": 60000, "retry": 3, "retryInterval": 10000},
+            "metadata": {"tag": "welcome-email"},
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/v1/queues",
+        queues.list_tasks,
+        "listTasks",
+        "List your tasks",
+        "TaskView",
+        (400,),
+        array=True,
+        query="ListQuery",
+    ),
+    Endpoint("GET", _TASK, queues.get_task, "getTask", "Read one task", "TaskView", (400, 404)),
+    Endpoint(
+        "PATCH",
+        _TASK,
+        queues.edit_task,
+        "editTask",
+        "Edit a PAUSED task, or a RUNNING one not in flight (a merge patch of its registration)",
+        "TaskView",
+        (400, 404, 409, 413),
+        body="TaskPatch",
+        example={"config": {"executionDelay": 120000}, "metadata": {"tag": None}},
+    ),
+    Endpoint(
+        "DELETE",
+        _TASK,
+        queues.delete_task,
+        "deleteTask",
+        "Delete a task in any state",
+        "Done",
+        (400, 404),
+    ),
+    Endpoint(
+        "GET",
+        _TASK + "/config",
+        queues.get_task_config,
+        "getTaskConfig",
+        "The stored request and options, secrets masked",
+        "TaskConfig",
+        (400, 404),
+    ),
+    Endpoint(
+        "PATCH",
+        _TASK + "/pause",
+        queues.pause_task,
+        "pauseTask",
+        "Pause a RUNNING task (aborts a request in flight)",
+        "Done",
+        _ANSWERS_TASK,
+    ),
+    Endpoint(
+        "PATCH",
+        _TASK + "/resume",
+        queues.resume_task,
+        "resumeTask",
+        "Resume a PAUSED task",
+        "TaskView",
+        _ANSWERS_TASK,
+    ),
+    Endpoint(
+        "PATCH",
+        _TASK + "/revoke",
+        queues.revoke_task,
+        "revokeTask",
+        "End a RUNNING or PAUSED task for good",
+        "Done",
+        _ANSWERS_TASK,
+    ),
+    Endpoint(
+        "POST",
+        _TASK + "/execute",
+        queues.execute_task,
+        "executeTask",
+        "Run a RUNNING task now, once",
+        "Done",
+        _ANSWERS_TASK,
+    ),
+    Endpoint(
+        "GET",
+        OPENAPI_PATH,
+        docs.openapi_json,
+        "openapi",
+        "This document",
+        None,
+        auth="none",
+        throttled=False,
+    ),
+    Endpoint(
+        "GET",
+        SWAGGER_PATH,
+        docs.swagger_page,
+        "swagger",
+        "Swagger UI for this document",
+        None,
+        auth="none",
+        media="text/html",
+        throttled=False,
+    ),
+    Endpoint(
+        "GET",
+        SWAGGER_PATH + "/{asset}",
+        docs.swagger_asset,
+        "swaggerAsset",
+        "The assets of Swagger UI",
+        None,
+        auth="none",
+        media="application/octet-stream",
+        throttled=False,
+        documented=False,
+    ),
+)
+
+
+def unthrottled_prefixes(endpoints: tuple[Endpoint, ...] = ROUTES) -> tuple[str, ...]:
+    """The path prefixes the throttle lets through: each unthrottled path up to its first
+    parameter."""
+    return tuple(
+        dict.fromkeys(
+            endpoint.path.split("{", 1)[0] for endpoint in endpoints if not endpoint.throttled
+        )
+    )

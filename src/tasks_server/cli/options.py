@@ -1,0 +1,30 @@
+"""What every command shares: the `--env-file` option and the settings it leads to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from tasks_server.config import Settings, SettingsError, load_settings
+from tasks_server.runtime import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+env_file_option: Callable[[F], F] = click.option(
+    "--env-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Read settings from this KEY=VALUE file; the environment wins.",
+)
+
+
+def settings_for(env_file: str | None, **overrides: object) -> Settings:
+    """The settings of a command, a bad one reported as a usage error; logging set up."""
+    try:
+        settings = load_settings(env_file, **overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log)
+    return settings
