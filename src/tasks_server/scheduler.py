@@ -83,10 +83,6 @@ class Scheduler:
         if signal.wake:
             self._wake.set()  # added or rescheduled: look at due times again now
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     # ---- lifetime ----
 
     async def start(self) -> None:
