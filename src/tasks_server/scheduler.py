@@ -99,8 +99,6 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop claiming, let in-flight requests finish within the grace, release the rest."""
         self._stopping = True
-        if self._unsubscribe is not None:
-            self._unsubscribe()
         self._wake.set()
         claim, record, heartbeat = self._tasks
         heartbeat.cancel()
@@ -114,6 +112,8 @@ class Scheduler:
         await _quietly(record)
         await _quietly(heartbeat)
         await self._flush_records()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         released = await self._store.release_leases(self.instance_id, now_ms())
         if released:
             log.info("Released %d unfinished attempts for the next start", released)

@@ -435,9 +435,11 @@ class SqliteStore:
 _claimed_rows = msgspec.json.Decoder(list[tuple[str, str, int, int, int, int, int]])
 
 
+_STATES = {state.value: state for state in State}  # a dict lookup: a third of State(text)
+
+
 def _task_row(row: tuple[Any, ...]) -> TaskRow:
-    task_id, owner_id, state, *rest = row
-    return TaskRow(task_id, owner_id, State(state), *rest)
+    return TaskRow(row[0], row[1], _STATES[row[2]], *row[3:])
 
 
 def _multi_row(sql: str, columns: int) -> dict[int, str]:
