@@ -24,6 +24,7 @@ def test_bench_run_prints_every_scenario() -> None:
         "register, cluster of 2",
         "dispatch burst",
         "dispatch burst, cluster of 2",
+        "burst start",
         "timing",
         "retry storm",
         "scale",

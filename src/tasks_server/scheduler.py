@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import time
@@ -35,7 +36,11 @@ from tasks_server.store.instances import HOST
 
 log = logging.getLogger(__name__)
 
+# A burst is claimed in growing batches: the first requests leave while the rest are
+# still being claimed and prepared, and a claim of 512 costs little more than one of 16.
+FIRST_CLAIM = 16
 CLAIM_BATCH = 512
+DISPATCH_SLICE = 64  # tasks prepared between two turns of the loop (which drives the sockets)
 IDLE_POLL_S = 1.0  # other processes may add tasks; look again at least this often
 HEARTBEAT_S = 1.0
 CLAIM_RETRY_S = 0.5  # after a failed claim (database busy or read-only)
@@ -65,8 +70,14 @@ class Scheduler:
         self._grace_s = shutdown_grace_ms / 1000
         self._sender = sender
         self._wake = asyncio.Event()
+        # a task due before this (ms) wakes the claim loop: when it looks again by itself
+        # while it sleeps, and any time while it claims (it may miss what commits meanwhile)
+        self._wake_before = math.inf
         self._stopping = False
         self._in_flight: dict[str, asyncio.Future[AttemptResult]] = {}
+        # claimed and not yet handed to the sender (a batch is handed over in slices)
+        self._claimed: dict[str, ClaimedTask] = {}
+        self._claim_size = FIRST_CLAIM
         self._records: list[AttemptRecord] = []
         self._records_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,12 +87,16 @@ class Scheduler:
 
     def _on_signal(self, signal: TaskSignal) -> None:
         if signal.abort:
-            # paused, revoked or deleted: its request in flight here stops, its result dropped
+            # paused, revoked or deleted: its request in flight here stops, its result dropped,
+            # and a claimed one not handed over yet is not sent
+            self._claimed.pop(signal.task_id, None)
             future = self._in_flight.get(signal.task_id)
             if future is not None:
                 future.cancel()
-        if signal.wake:
-            self._wake.set()  # added or rescheduled: look at due times again now
+        if signal.due_at is not None and signal.due_at < self._wake_before:
+            # due before the loop would look again: look now (one due later is found then,
+            # so a burst of registrations for tomorrow costs no claim each)
+            self._wake.set()
 
     # ---- lifetime ----
 
@@ -124,6 +139,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
+            self._wake_before = math.inf
             try:
                 delay = await self._claim_round()
             except Exception as exc:
@@ -132,6 +148,7 @@ class Scheduler:
                 delay = CLAIM_RETRY_S
             if delay is None or self._wake.is_set() or self._stopping:
                 continue
+            self._wake_before = now_ms() + delay * 1000
             timer = loop.call_later(delay, self._wake.set)
             await self._wake.wait()
             timer.cancel()
@@ -142,10 +159,12 @@ class Scheduler:
         free = self._max_in_flight - busy
         if free <= 0 or (busy and free < self._min_claim):
             return IDLE_POLL_S  # a finished attempt wakes us
-        limit = min(free, CLAIM_BATCH)
+        limit = min(free, self._claim_size)
         claim = await self._claim(limit)
         if len(claim.tasks) == limit:
+            self._claim_size = min(CLAIM_BATCH, self._claim_size * 2)
             return None  # more may be due right now
+        self._claim_size = FIRST_CLAIM  # the next burst starts small again
         if claim.next_due_at is None:
             return IDLE_POLL_S
         return min(IDLE_POLL_S, max(0.0, claim.next_due_at / 1000 - time.time()))
@@ -154,12 +173,21 @@ class Scheduler:
         now = now_ms()
         token = secrets.randbits(62)
         claim = await self._store.claim_due_tasks(now, limit, self.instance_id, token)
-        for claimed in claim.tasks:
+        self._claimed.update((claimed.id, claimed) for claimed in claim.tasks)
+        for index, claimed in enumerate(claim.tasks):
+            if index and index % DISPATCH_SLICE == 0:
+                # let the loop connect and send what is handed over while the rest is prepared
+                await asyncio.sleep(0)
+            if self._stopping:
+                break  # the rest stays leased to this instance, and the stop releases it
+            if self._claimed.pop(claimed.id, None) is None:
+                continue  # aborted meanwhile (paused, revoked, deleted)
             try:
                 self._dispatch(claimed, now)
             except Exception:
                 # the others of the batch still go; this one runs again when its lease ends
                 log.exception("Task %s could not be dispatched", claimed.id)
+        self._claimed.clear()
         return claim
 
     def _dispatch(self, claimed: ClaimedTask, now: int) -> None:

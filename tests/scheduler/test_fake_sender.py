@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from ulid import ULID
 
@@ -19,7 +20,7 @@ from tasks_server.model import actions
 from tasks_server.model.canonical import parse_task_spec
 from tasks_server.model.lifecycle import State
 from tasks_server.model.outcome import AttemptResult
-from tasks_server.model.records import ClaimedTask, OwnerRow, TaskRow
+from tasks_server.model.records import Claim, ClaimedTask, OwnerRow, TaskRow
 from tasks_server.model.registration import new_task_row
 from tasks_server.model.spec import TaskSpec
 from tasks_server.model.timing import now_ms
@@ -49,6 +50,7 @@ class FakeSender:
 
     def __init__(self) -> None:
         self.attempts: list[Attempt] = []
+        self.events: list[tuple[str, Any]] = []  # ("sent", task id), shared with RecordingStore
         self.closed = False
 
     def perform(
@@ -56,6 +58,7 @@ class FakeSender:
     ) -> asyncio.Future[AttemptResult]:
         future: asyncio.Future[AttemptResult] = asyncio.get_running_loop().create_future()
         self.attempts.append(Attempt(spec, claimed, future))
+        self.events.append(("sent", claimed.id))
         return future
 
     def close(self) -> None:
@@ -90,6 +93,23 @@ async def until_stored(
         await asyncio.sleep(0.005)
 
 
+class RecordingStore:
+    """The real store, every call passed through; each claim's return is noted in `events`."""
+
+    def __init__(self, store: Store, events: list[tuple[str, Any]]) -> None:
+        self._store = store
+        self._events = events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim_due_tasks(self, now: int, limit: int, instance_id: str, token: int) -> Claim:
+        claim = await self._store.claim_due_tasks(now, limit, instance_id, token)
+        if claim.tasks:
+            self._events.append(("claimed", len(claim.tasks)))
+        return claim
+
+
 class World:
     """A store with one owner, a fake sender and a scheduler to start and stop."""
 
@@ -109,9 +129,11 @@ class World:
         await self.store.insert_task(row, 10_000)
         return row
 
-    async def start(self, max_in_flight: int = 1000, grace_ms: int = 5000) -> Scheduler:
+    async def start(
+        self, max_in_flight: int = 1000, grace_ms: int = 5000, store: Any = None
+    ) -> Scheduler:
         scheduler = Scheduler(
-            self.store,
+            store or self.store,
             CODEC,
             self.sender,
             max_in_flight=max_in_flight,
@@ -282,3 +304,35 @@ async def test_a_task_no_key_opens_is_not_sent_and_stays_queued(world: World) ->
     assert world.sender.of(unreadable.id) == []
     stored = await world.stored(unreadable.id, lambda row: True)
     assert (stored.state, stored.attempts) == (State.RUNNING, 1)  # claimed once, kept
+
+
+async def test_the_first_request_of_a_burst_leaves_before_the_rest_is_claimed(
+    world: World,
+) -> None:
+    now = now_ms()
+    spec = parse_task_spec(
+        {"httpRequest": {"url": "http://target.invalid/cb", "method": "GET"}}, now
+    )
+    rows = [
+        msgspec.structs.replace(
+            new_task_row(str(ULID()), world.owner.id, spec, now, CODEC), due_at=now
+        )
+        for _ in range(5000)
+    ]
+    await asyncio.gather(*(world.store.insert_task(row, 10_000) for row in rows))
+    events = world.sender.events
+    await world.start(store=RecordingStore(world.store, events))
+    while len(world.sender.attempts) < len(rows):
+        for attempt in await until(lambda: world.sender.in_flight):
+            attempt.answer(OK)
+    first_sent = events.index(("sent", world.sender.attempts[0].claimed.id))
+    claims = [n for n, (kind, _) in enumerate(events) if kind == "claimed"]
+    # handed over before the second claim returned, with fewer than 100 of 5,000 claimed
+    assert first_sent < claims[1], events[: claims[1] + 1]
+    assert sum(n for kind, n in events[:first_sent] if kind == "claimed") < 100
+    assert sum(events[n][1] for n in claims) == len(rows)
+    assert len({a.claimed.id for a in world.sender.attempts}) == len(rows)  # each once
+    deadline = time.monotonic() + 10
+    while (owner := await world.store.get_owner(world.owner.id)) and owner.tasks_in_queue:
+        assert time.monotonic() < deadline, f"{owner.tasks_in_queue} tasks not recorded"
+        await asyncio.sleep(0.01)

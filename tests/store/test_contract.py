@@ -437,9 +437,9 @@ async def test_subscribers_hear_what_a_committed_change_means(
         await store.change_task(owner.id, "01ARZ3NDEKTSV4RRFFQ69G5FAV", lambda row: TaskChange())
     await store.delete_task(owner.id, task.id)
     assert heard == [
-        TaskSignal(task.id, wake=True),
+        TaskSignal(task.id, due_at=NOW),
         TaskSignal(task.id, abort=True),
-        TaskSignal(task.id, wake=True),
+        TaskSignal(task.id, due_at=NOW),
         TaskSignal(task.id, abort=True),
     ]
     unsubscribe()

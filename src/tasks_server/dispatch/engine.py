@@ -175,6 +175,7 @@ class CurlEngine:
         self._epoll = select.epoll()
         self._watched: dict[int, int] = {}  # fd -> the epoll events libcurl waits for
         self._armed: set[int] = set()  # fds whose one-shot watch has not fired yet
+        self._registered: set[int] = set()  # fds ever added to the epoll set
         self._loop.add_reader(self._epoll.fileno(), self._on_ready)
         self._transfers: dict[pycurl.Curl, _Transfer] = {}
         self._idle: list[pycurl.Curl] = []
@@ -270,6 +271,7 @@ class CurlEngine:
         self._epoll.close()
         self._watched.clear()
         self._armed.clear()
+        self._registered.clear()
 
     # ---- libcurl -> loop ----
 
@@ -287,10 +289,19 @@ class CurlEngine:
 
     def _arm(self, fd: int, events: int) -> None:
         self._armed.add(fd)
+        flags = events | select.EPOLLONESHOT
+        if fd in self._registered:
+            try:
+                self._epoll.modify(fd, flags)
+                return
+            except FileNotFoundError:  # the number was closed and reused since
+                pass
+        # a new socket: one register, not a failing modify first (a burst opens hundreds)
         try:
-            self._epoll.modify(fd, events | select.EPOLLONESHOT)
-        except FileNotFoundError:  # a new socket, or a number closed and reused since
-            self._epoll.register(fd, events | select.EPOLLONESHOT)
+            self._epoll.register(fd, flags)
+        except FileExistsError:
+            self._epoll.modify(fd, flags)
+        self._registered.add(fd)
 
     def _on_timer(self, timeout_ms: int) -> None:
         # Calling libcurl back early is harmless (it acts on what has expired), late is

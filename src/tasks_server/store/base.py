@@ -57,7 +57,7 @@ class TaskSignal(msgspec.Struct, frozen=True):
     """What a committed change of a task means to the schedulers."""
 
     task_id: str
-    wake: bool = False  # it is due at some time now: look at due times again
+    due_at: int | None = None  # it is due then: look again if that is sooner than planned
     abort: bool = False  # its attempt in flight, if any, must stop
 
 

@@ -17,10 +17,10 @@ from tasks_server.store.base import Listener, TaskSignal
 
 def signal_of_change(task_id: str, change: TaskChange) -> TaskSignal | None:
     """What a committed change means: a due time set wakes, a dropped lease aborts."""
-    wake = change.due_at is not msgspec.UNSET and change.due_at is not None
-    if not (wake or change.drop_lease):
+    due_at = None if change.due_at is msgspec.UNSET else change.due_at
+    if due_at is None and not change.drop_lease:
         return None
-    return TaskSignal(task_id, wake=wake, abort=change.drop_lease)
+    return TaskSignal(task_id, due_at=due_at, abort=change.drop_lease)
 
 
 class Signals:

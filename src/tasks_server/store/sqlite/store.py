@@ -165,7 +165,7 @@ class SqliteStore:
     async def insert_task(self, task: TaskRow, limit: int) -> None:
         assert self._writer is not None, "store is not open"
         await self._writer.submit(Batched(self._insert_tasks, (task, limit)))
-        self._signals.publish(TaskSignal(task.id, wake=task.due_at is not None))
+        self._signals.publish(TaskSignal(task.id, due_at=task.due_at))
 
     def _insert_tasks(
         self, conn: sqlite3.Connection, items: list[tuple[TaskRow, int]]
