@@ -336,3 +336,30 @@ async def test_the_first_request_of_a_burst_leaves_before_the_rest_is_claimed(
     while (owner := await world.store.get_owner(world.owner.id)) and owner.tasks_in_queue:
         assert time.monotonic() < deadline, f"{owner.tasks_in_queue} tasks not recorded"
         await asyncio.sleep(0.01)
+
+
+async def test_a_change_wakes_the_claim_loop_only_when_due_before_it_looks_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tasks_server.scheduler.IDLE_POLL_S", 60.0)  # no poll in this test
+    claims: list[int] = []
+
+    class CountingStore(RecordingStore):
+        async def claim_due_tasks(
+            self, now: int, limit: int, instance_id: str, token: int
+        ) -> Claim:
+            claims.append(now)
+            return await super().claim_due_tasks(now, limit, instance_id, token)
+
+    await world.start(store=CountingStore(world.store, world.sender.events))
+    await until(lambda: claims)
+    await asyncio.sleep(0.05)  # the loop sleeps now, until its next poll in a minute
+    looked = len(claims)
+    for _ in range(20):
+        await world.register(executionDelay=HOUR_MS)
+    await asyncio.sleep(0.05)
+    assert len(claims) == looked  # due after the next look: no claim for them
+    task = await world.register(executionDelay=0)
+    (attempt,) = await until(lambda: world.sender.of(task.id))
+    assert len(claims) > looked
+    attempt.answer(OK)
