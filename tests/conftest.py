@@ -17,6 +17,8 @@ import uvicorn
 from tasks_server.app import create_app
 from tasks_server.config import Settings
 from tasks_server.runtime import server_options
+from tests.pg import fresh_schema
+from tests.store.helpers import STORES
 from tests.targets import Target, wait_until
 
 
@@ -134,11 +136,48 @@ def running(settings: Settings) -> Iterator[Api]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store under a test's servers: SQLite, or each of STORES in the modules marked
+    with BOTH_STORES."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+BOTH_STORES = pytest.mark.both_stores
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """In a module marked BOTH_STORES, each test with a server runs once on each store."""
+    marked = metafunc.definition.get_closest_marker("both_stores") is not None
+    if marked and "store_kind" in metafunc.fixturenames:
+        metafunc.parametrize("store_kind", STORES, indirect=True, scope="module")
+
+
 @contextmanager
-def running_api(directory: Path, **overrides: Any) -> Iterator[Api]:
-    """A server on a database in `directory`, with Settings overrides, for one `with` block
-    (a module-scoped fixture shares one between the tests of a file)."""
-    with running(make_settings(directory, **overrides)) as api:
+def database_url_for(store_kind: str) -> Iterator[str]:
+    """DATABASE_URL of a fresh database of `store_kind` ("" for SQLite: PATH_SQLITE)."""
+    if store_kind == "postgres":
+        with fresh_schema() as url:
+            yield url
+    else:
+        yield ""
+
+
+@pytest.fixture
+def database_url(store_kind: str) -> Iterator[str]:
+    """The test's database on its store (one for every server the test starts)."""
+    with database_url_for(store_kind) as url:
+        yield url
+
+
+@contextmanager
+def running_api(directory: Path, store_kind: str = "sqlite", **overrides: Any) -> Iterator[Api]:
+    """A server on a fresh database (SQLite: in `directory`), with Settings overrides, for
+    one `with` block (a module-scoped fixture shares one between the tests of a file)."""
+    with (
+        database_url_for(store_kind) as url,
+        running(make_settings(directory, database_url=url, **overrides)) as api,
+    ):
         yield api
 
 
@@ -155,12 +194,13 @@ def assert_error(reply: httpx.Response, status: int, message: str | None = None)
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    """Start a server with Settings overrides (field names); stopped after the test."""
+def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Api]]:
+    """Start a server with Settings overrides (field names); stopped after the test. Every
+    server of a test runs on the same database."""
     running: list[tuple[ServerThread, Api]] = []
 
     def start(**overrides: Any) -> Api:
-        settings = make_settings(tmp_path, **overrides)
+        settings = make_settings(tmp_path, **{"database_url": database_url, **overrides})
         server = ServerThread(settings)
         server.start()
         api = Api(f"http://127.0.0.1:{server.port}", settings)

@@ -118,14 +118,16 @@ class Served:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+def serve(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Served]]:
     """Start the server (again, on the same database and port), with extra environment
     variables as keyword arguments; killed at the end."""
     port = free_port()
     started: list[Served] = []
+    database = {"DATABASE_URL": database_url} if database_url else {}
 
     def start(**extra_env: str) -> Served:
-        served = Served(tmp_path, port, f"server-{len(started)}.log", extra_env)
+        env = {**database, **extra_env}
+        served = Served(tmp_path, port, f"server-{len(started)}.log", env)
         started.append(served)
         return served
 

@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> Starlette:
             settings.port,
             os.getpid(),
             scheduler.instance_id,
-            settings.path_sqlite,
+            settings.database_label,
         )
         try:
             yield

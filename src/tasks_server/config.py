@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -22,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 9420
     path_sqlite: str = ".data/tasks.db"
+    database_url: str = ""  # postgresql://...: the PostgreSQL store instead of PATH_SQLITE
+    task_retention_days: int = 30  # finished tasks deleted this long after; 0: kept forever
     cipher_key: str = ""
     cipher_key_previous: tuple[str, ...] = ()  # older keys, tried after CIPHER_KEY to read rows
     log: bool = False
@@ -88,6 +91,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("PATH_TLS_KEY needs PATH_TLS_CERT")
         if self.path_tls_ca and not self.path_tls_cert:
             raise SettingsError("PATH_TLS_CA needs PATH_TLS_CERT")
+        if self.database_url and not self.cipher_key:
+            raise SettingsError(
+                "DATABASE_URL needs CIPHER_KEY: every node must seal tasks with the same key"
+            )
+
+    @property
+    def database_label(self) -> str:
+        """Where the database is, for people: the SQLite path, or the URL without password."""
+        return redact_url(self.database_url) if self.database_url else self.path_sqlite
 
     @property
     def data_dir(self) -> Path:
@@ -199,6 +211,23 @@ def _time_zone(raw: str) -> str:
     return name
 
 
+def _database_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in {"postgresql", "postgres"} or not (parts.hostname or parts.path):
+        raise ValueError("expected postgresql://user:password@host:5432/database")
+    return raw
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by ***, to name a database in messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username is not None else ":***@"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -211,6 +240,8 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("HOST", "host", str),
     ("PORT", "port", _port),
     ("PATH_SQLITE", "path_sqlite", str),
+    ("DATABASE_URL", "database_url", _database_url),
+    ("TASK_RETENTION_DAYS", "task_retention_days", _non_negative_int),
     ("CIPHER_KEY", "cipher_key", str),
     ("CIPHER_KEY_PREVIOUS", "cipher_key_previous", _key_list),
     ("LOG", "log", _flag),

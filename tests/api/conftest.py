@@ -10,8 +10,8 @@ from tests.conftest import Api, Owner, running_api
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(tmp_path_factory.mktemp("shared")) as api:
+def shared(tmp_path_factory: pytest.TempPathFactory, store_kind: str) -> Iterator[Api]:
+    with running_api(tmp_path_factory.mktemp("shared"), store_kind) as api:
         yield api
 
 

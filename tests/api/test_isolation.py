@@ -15,8 +15,10 @@ import pytest
 
 from tasks_server.api.routes import ROUTES
 from tests.api.helpers import STATES, make_task
-from tests.conftest import Api, Owner
+from tests.conftest import BOTH_STORES, Api, Owner
 from tests.targets import Target
+
+pytestmark = BOTH_STORES
 
 # every endpoint naming a task or an owner: (method, path template, JSON body or None).
 # The bodies would change A's things if they were let through.

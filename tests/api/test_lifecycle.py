@@ -18,8 +18,10 @@ from ulid import ULID
 import tests.conftest as conftest
 from tasks_server.dispatch import capabilities
 from tests.api.helpers import FAR, STATES, act, make_task, payload, request
-from tests.conftest import Api, Owner, assert_error
+from tests.conftest import BOTH_STORES, Api, Owner, assert_error
 from tests.targets import Reply, Target, wait_until
+
+pytestmark = BOTH_STORES
 
 
 def now_ms() -> int:

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Api, Owner
+from tests.conftest import BOTH_STORES, Api, Owner
 from tests.targets import Reply, Target, wait_until
+
+pytestmark = BOTH_STORES
 
 FAR = 3_600_000
 

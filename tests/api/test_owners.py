@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +14,12 @@ import httpx
 import pytest
 from ulid import ULID
 
-from tests.conftest import Api, Owner, assert_error, running_api
+from tasks_server.config import Settings
+from tests.conftest import BOTH_STORES, Api, Owner, assert_error, running_api
+from tests.database import rows, table_names
 from tests.targets import Target
+
+pytestmark = BOTH_STORES
 
 HOUR = 3_600_000
 KEY = re.compile(r"^[A-Za-z0-9]{64}$")
@@ -222,10 +225,8 @@ def test_delete_with_a_paused_task_is_409_until_it_is_revoked(api: Api, owner: O
     assert reply.status_code == 200, reply.text
 
 
-def task_ids_of(path_sqlite: str, owner_id: str) -> list[str]:
-    with sqlite3.connect(f"file:{path_sqlite}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT id FROM task WHERE owner_id = ?", (owner_id,)).fetchall()
-    return [row[0] for row in rows]
+def task_ids_of(settings: Settings, owner_id: str) -> list[str]:
+    return [row[0] for row in rows(settings, "SELECT id FROM task WHERE owner_id = ?", owner_id)]
 
 
 def test_delete_removes_the_owners_finished_tasks(api: Api, target: Target) -> None:
@@ -239,19 +240,19 @@ def test_delete_removes_the_owners_finished_tasks(api: Api, target: Target) -> N
     assert api.wait_state(owner, failed["id"], "ERROR")["state"] == "ERROR"
     revoke = api.http.patch(f"/v1/queues/{revoked['id']}/revoke", headers=owner.headers)
     assert revoke.status_code == 200, revoke.text
-    assert len(task_ids_of(api.settings.path_sqlite, owner.id)) == 3
+    assert len(task_ids_of(api.settings, owner.id)) == 3
 
     reply = api.http.delete("/v1/owners/finisher", headers=owner.headers)
     assert reply.status_code == 200, reply.text
 
-    assert task_ids_of(api.settings.path_sqlite, owner.id) == []
+    assert task_ids_of(api.settings, owner.id) == []
     for task in (done, failed, revoked):
         # the owner is gone, so its credentials are refused before any lookup
         assert_error(api.http.get(f"/v1/queues/{task['id']}", headers=owner.headers), 403)
         # and nobody else can see them
         assert_error(api.http.get(f"/v1/queues/{task['id']}", headers=other.headers), 404)
     # another owner's tasks are untouched
-    assert task_ids_of(api.settings.path_sqlite, other.id) == [kept["id"]]
+    assert task_ids_of(api.settings, other.id) == [kept["id"]]
     assert api.get(other, kept["id"])["state"] == "RUNNING"
 
 
@@ -270,27 +271,22 @@ def test_key_is_stored_only_as_its_sha256_digest(api: Api) -> None:
     far_task(api, owner)
     digest = hashlib.sha256(owner.key.encode()).digest()
 
-    with sqlite3.connect(f"file:{api.settings.path_sqlite}?mode=ro", uri=True) as conn:
-        (stored,) = conn.execute(
-            "SELECT key_digest FROM owner WHERE id = ?", (owner.id,)
-        ).fetchone()
-        assert stored == digest
-        # no column of any table holds the key in clear (text, bytes or hex)
-        tables = [
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        ]
-        for table in tables:
-            for row in conn.execute(f'SELECT * FROM "{table}"'):
-                for value in row:
-                    if isinstance(value, bytes):
-                        assert owner.key.encode() not in value
-                    elif isinstance(value, str):
-                        assert owner.key not in value
-                        assert owner.key.lower() not in value.lower()
+    ((stored,),) = rows(api.settings, "SELECT key_digest FROM owner WHERE id = ?", owner.id)
+    assert stored == digest
+    # no column of any table holds the key in clear (text, bytes or hex)
+    for table in table_names(api.settings):
+        for row in rows(api.settings, f'SELECT * FROM "{table}"'):
+            for value in row:
+                if isinstance(value, bytes):
+                    assert owner.key.encode() not in value
+                elif isinstance(value, str):
+                    assert owner.key not in value
+                    assert owner.key.lower() not in value.lower()
 
-    raw = b"".join(path.read_bytes() for path in database_files(api.settings.path_sqlite))
-    assert owner.key.encode() not in raw
-    assert digest in raw  # the digest itself is what is kept
+    if not api.settings.database_url:  # SQLite: nor does any byte of its files
+        raw = b"".join(path.read_bytes() for path in database_files(api.settings.path_sqlite))
+        assert owner.key.encode() not in raw
+        assert digest in raw  # the digest itself is what is kept
 
 
 # ---- rotate the key ----
@@ -324,10 +320,7 @@ def test_rotated_key_is_stored_only_as_its_digest(api: Api) -> None:
     owner = api.owner("rotating-owner")
     reply = api.http.post(f"/v1/owners/{owner.name}/rotate-key", headers=owner.headers)
     new_key = reply.json()["key"]
-    with sqlite3.connect(f"file:{api.settings.path_sqlite}?mode=ro", uri=True) as conn:
-        (stored,) = conn.execute(
-            "SELECT key_digest FROM owner WHERE id = ?", (owner.id,)
-        ).fetchone()
+    ((stored,),) = rows(api.settings, "SELECT key_digest FROM owner WHERE id = ?", owner.id)
     assert stored == hashlib.sha256(new_key.encode()).digest()
 
 

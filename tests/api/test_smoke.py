@@ -1,5 +1,7 @@
-from tests.conftest import Api, Owner
+from tests.conftest import BOTH_STORES, Api, Owner
 from tests.targets import Target
+
+pytestmark = BOTH_STORES
 
 
 def test_status(api: Api) -> None:

@@ -7,8 +7,11 @@ import signal
 import time
 from collections.abc import Callable
 
+from tests.conftest import BOTH_STORES
 from tests.served import Served, ids_at, now_ms
 from tests.targets import Reply, Target, wait_until
+
+pytestmark = BOTH_STORES
 
 
 def test_sigkill_then_restart_completes_every_task(

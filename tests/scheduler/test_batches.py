@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import Api, Owner
+from tests.conftest import BOTH_STORES, Api, Owner
 from tests.targets import Target
+
+pytestmark = BOTH_STORES
 
 COUNT = 96  # one claim takes them all
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 from ulid import ULID
 
 from tasks_server.codec import TaskCodec
+from tasks_server.config import Settings
 from tasks_server.crypto import Cipher
 from tasks_server.model import actions
 from tasks_server.model.canonical import parse_task_spec
@@ -26,7 +27,7 @@ from tasks_server.model.spec import TaskSpec
 from tasks_server.model.timing import now_ms
 from tasks_server.scheduler import Scheduler
 from tasks_server.store.base import Store
-from tests.store.helpers import opened, owner_row, store_settings
+from tests.store.helpers import STORES, fresh_settings, opened, owner_row
 
 CODEC = TaskCodec(Cipher("scheduler-test-key"))
 HOUR_MS = 3_600_000
@@ -157,9 +158,15 @@ class World:
         )
 
 
+@pytest.fixture(params=STORES)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    with fresh_settings(request.param, tmp_path) as found:
+        yield found
+
+
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with opened(store_settings(tmp_path)) as store:
+async def world(settings: Settings) -> AsyncIterator[World]:
+    async with opened(settings) as store:
         owner = owner_row()
         await store.create_owner(owner)
         found = World(store, owner)

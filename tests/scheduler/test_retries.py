@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, Owner
+from tests.conftest import BOTH_STORES, Api, Owner
 from tests.targets import Arrival, Reply, Target, closed_port, wait_until
+
+pytestmark = BOTH_STORES
 
 FINAL = ("SUCCESS", "ERROR")
 

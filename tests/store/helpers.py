@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from tasks_server.model.lifecycle import State
 from tasks_server.model.records import OwnerRow, TaskRow
 from tasks_server.store import open_store
 from tasks_server.store.base import Store
+from tests.pg import fresh_schema
 
 FAR = 3_600_000
 _names = itertools.count(1)
@@ -52,9 +53,23 @@ def owner_row() -> OwnerRow:
     )
 
 
+STORES = ("sqlite", "postgres")
+
+
 def store_settings(directory: Path) -> Settings:
-    """Settings naming a fresh database in `directory`."""
+    """Settings naming a fresh SQLite database in `directory`."""
     return Settings(path_sqlite=str(directory / "tasks.db"))
+
+
+@contextmanager
+def fresh_settings(store: str, directory: Path) -> Iterator[Settings]:
+    """Settings naming a fresh database of `store` (sqlite: in `directory`; postgres: a
+    schema of its own, dropped afterwards)."""
+    if store == "sqlite":
+        yield store_settings(directory)
+        return
+    with fresh_schema() as url:
+        yield Settings(database_url=url, cipher_key="store-test-key")
 
 
 @asynccontextmanager

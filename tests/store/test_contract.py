@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -37,19 +37,17 @@ from tasks_server.store.base import (
     TaskSignal,
 )
 from tasks_server.store.instances import HOST
-from tests.store.helpers import owner_row, store_settings, task_row
+from tests.store.helpers import STORES, fresh_settings, owner_row, task_row
 
 NOW = 1_000_000
 STALE_MS = 3000
 ELSEWHERE = "another-host"  # an instance there is judged by its heartbeat alone
 
-# each store: the settings that select it, for a fresh database in a directory
-IMPLEMENTATIONS: dict[str, Callable[[Path], Settings]] = {"sqlite": store_settings}
 
-
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    return IMPLEMENTATIONS[request.param](tmp_path)
+@pytest.fixture(params=STORES)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    with fresh_settings(request.param, tmp_path) as found:
+        yield found
 
 
 @pytest.fixture

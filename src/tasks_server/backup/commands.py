@@ -59,8 +59,9 @@ def _refusals() -> Iterator[None]:
 def create_backup(settings: Settings, at_ms: int | None = None) -> BackupResult:
     """Take one backup now (named after `at_ms`, default now), store it, apply retention."""
     started = time.monotonic()
+    with _refusals():
+        snapshots = open_snapshots(settings)
     target = target_for(settings)
-    snapshots = open_snapshots(settings)
     secret = (
         find_secret(settings.cipher_key, settings.data_dir) if settings.backup_encrypt else None
     )
@@ -106,6 +107,8 @@ def apply_retention(target: Target, keep: int) -> list[str]:
 
 def list_backups(settings: Settings) -> tuple[str, list[StoredBackup]]:
     """(where, backups newest first) for the configured method."""
+    with _refusals():
+        open_snapshots(settings)
     target = target_for(settings)
     return target.describe(), target.entries()
 
@@ -120,8 +123,8 @@ def restore_backup(
     """Replace the database with the backup `source` (a local file, a name in the backup
     directory, or an object key), after every check passed; the database in place is
     kept as `<name>.before-restore`. Refuses while a server uses the database."""
-    snapshots = open_snapshots(settings)
     with _refusals():
+        snapshots = open_snapshots(settings)
         snapshots.refuse_if_served(settings.instance_stale_ms)
     target: Target = LocalTarget(settings)
     if not Path(source).is_file() and settings.backup_method_sqlite == "OBJECT_STORAGE":

@@ -22,6 +22,7 @@ from tasks_server.backup.names import stamp
 from tasks_server.backup.targets import target_for
 from tasks_server.config import Settings
 from tasks_server.model.timing import now_ms
+from tasks_server.store import POSTGRES_BACKUPS
 from tasks_server.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,15 @@ class BackupSchedule:
         self.failed = 0
         self.skipped = 0
         self.last_error: str | None = None
-        if settings.backup_enabled:
+        self._enabled = settings.backup_enabled and not settings.database_url
+        if self._enabled:
             target_for(settings)  # bad settings fail the start-up, not the first tick
 
     async def start(self) -> None:
-        """Begin the schedule (a no-op with BACKUP_ENABLED=0)."""
-        if not self._settings.backup_enabled:
+        """Begin the schedule (a no-op with BACKUP_ENABLED=0, and on PostgreSQL)."""
+        if self._settings.backup_enabled and self._settings.database_url:
+            log.info("No scheduled backups on PostgreSQL: %s", POSTGRES_BACKUPS)
+        if not self._enabled:
             return
         self._task = asyncio.create_task(self._run(), name="backup-schedule")
         log.info(

@@ -162,6 +162,11 @@ class Store(Protocol):
     ) -> None:
         """Record how the backup of a claimed tick ended (`error` None: it succeeded)."""
 
+    # retention
+    async def purge_finished(self, before: int, limit: int) -> int:
+        """Delete up to `limit` finished tasks (SUCCESS, ERROR, REVOKED) that ended before
+        `before`, oldest first; returns how many. 0 also when another node is purging."""
+
 
 class SnapshotFacts(msgspec.Struct, frozen=True):
     schema_version: int

@@ -429,6 +429,15 @@ class SqliteStore:
             lambda conn: conn.execute(self._q["finish_tick"], values), one_statement=True
         )
 
+    # ---- retention ----
+
+    async def purge_finished(self, before: int, limit: int) -> int:
+        values = {"before": before, "limit": limit}
+        return await self._write(
+            lambda conn: conn.execute(self._q["purge_finished"], values).rowcount,
+            one_statement=True,
+        )
+
 
 # what claim_due_tasks returns: id, payload (hex), retry_count, retry_limit, attempts,
 # estimate_execution_at, estimate_next_retry_at

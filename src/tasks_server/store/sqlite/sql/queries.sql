@@ -131,3 +131,11 @@ WHERE tick = :tick AND instance_id = :instance_id;
 DELETE FROM backup_run WHERE tick < (
     SELECT tick FROM backup_run ORDER BY tick DESC LIMIT 1 OFFSET :keep
 );
+
+-- name: purge_finished
+-- retention: up to :limit tasks that finished before :before, oldest first
+DELETE FROM task WHERE id IN (
+    SELECT id FROM task
+    WHERE due_at IS NULL AND state IN ('SUCCESS', 'ERROR', 'REVOKED') AND estimate_end_at < :before
+    ORDER BY estimate_end_at LIMIT :limit
+);

@@ -1,0 +1,149 @@
+-- Every statement the PostgreSQL store runs, by name, in asyncpg's $n style.
+-- {task_columns} expands to the columns of model.records.TaskRow, in its order,
+-- and {task_arrays} to one typed array parameter per column (for unnest).
+
+-- name: insert_owner
+INSERT INTO owner (id, name, key_digest, created_at, tasks_in_queue) VALUES ($1, $2, $3, $4, 0);
+
+-- name: get_owner
+SELECT id, name, key_digest, created_at, tasks_in_queue FROM owner WHERE id = $1;
+
+-- name: lock_owner_named
+SELECT tasks_in_queue FROM owner WHERE id = $1 AND name = $2 FOR UPDATE;
+
+-- name: delete_owner
+DELETE FROM owner WHERE id = $1;
+
+-- name: replace_owner_key
+UPDATE owner SET key_digest = $3 WHERE id = $1 AND key_digest = $2;
+
+-- name: lock_owners
+-- in id order, so that two transactions never wait for each other's owners
+SELECT id, tasks_in_queue FROM owner WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE;
+
+-- name: count_in_queue
+-- $1 owners, $2 how many of their tasks entered (+) or left (-) the queue
+UPDATE owner SET tasks_in_queue = owner.tasks_in_queue + d.delta
+FROM unnest($1::text[], $2::integer[]) AS d(id, delta)
+WHERE owner.id = d.id;
+
+-- name: insert_tasks
+-- a group's registrations in one statement; a duplicate id is left out, not an error
+INSERT INTO task ({task_columns}) SELECT * FROM unnest({task_arrays})
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: get_task
+SELECT {task_columns} FROM task WHERE id = $1 AND owner_id = $2;
+
+-- name: lock_task
+SELECT {task_columns} FROM task WHERE id = $1 AND owner_id = $2 FOR UPDATE;
+
+-- name: list_tasks
+SELECT {task_columns} FROM task WHERE owner_id = $1
+ORDER BY {order_by} LIMIT $2 OFFSET $3;
+
+-- name: list_tasks_in_state
+SELECT {task_columns} FROM task WHERE owner_id = $1 AND state = $4
+ORDER BY {order_by} LIMIT $2 OFFSET $3;
+
+-- name: delete_task
+DELETE FROM task WHERE id = $1 AND owner_id = $2 RETURNING {task_columns};
+
+-- name: update_task
+UPDATE task SET {assignments} WHERE id = $1 RETURNING {task_columns};
+
+-- name: register_instance
+INSERT INTO instance (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4);
+
+-- name: heartbeat
+UPDATE instance SET heartbeat_at = $2 WHERE id = $1;
+
+-- name: list_instances
+SELECT id, host, pid, heartbeat_at FROM instance;
+
+-- name: delete_instances
+DELETE FROM instance WHERE id = ANY($1::text[]);
+
+-- name: release_orphan_leases
+UPDATE task SET due_at = $1, lease_owner = NULL, lease_token = NULL
+WHERE lease_owner IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM instance WHERE instance.id = task.lease_owner
+);
+
+-- name: release_instance_leases
+UPDATE task SET due_at = $2, lease_owner = NULL, lease_token = NULL WHERE lease_owner = $1;
+
+-- name: delete_instance
+DELETE FROM instance WHERE id = $1;
+
+-- name: claim_due_tasks
+-- One statement: the due rows, oldest first, locked past those another node is
+-- claiming (SKIP LOCKED), leased and returned in due order.
+WITH due AS (
+    SELECT id, due_at FROM task WHERE due_at <= $1
+    ORDER BY due_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE task
+    SET due_at = $1 + task.lease_ms, lease_owner = $3, lease_token = $4,
+        attempts = task.attempts + 1
+    FROM due WHERE task.id = due.id
+    RETURNING task.id, task.payload, task.retry_count, task.retry_limit, task.attempts,
+        task.estimate_execution_at, task.estimate_next_retry_at, due.due_at AS was_due
+)
+SELECT id, payload, retry_count, retry_limit, attempts, estimate_execution_at,
+    estimate_next_retry_at
+FROM leased ORDER BY was_due, id;
+
+-- name: next_due_at
+SELECT min(due_at) FROM task WHERE due_at IS NOT NULL;
+
+-- name: record_attempts
+-- The outcomes of a batch whose lease still holds, in one statement; returns each
+-- written task's owner and new state (for the queue counters).
+UPDATE task
+SET state = v.state, status_code = v.status_code, response = v.response, error = v.error,
+    retry_count = v.retry_count, estimate_next_retry_at = v.estimate_next_retry_at,
+    estimate_end_at = v.estimate_end_at, due_at = v.due_at,
+    lease_owner = NULL, lease_token = NULL
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::bytea[], $6::bytea[],
+            $7::integer[], $8::bigint[], $9::bigint[], $10::bigint[])
+    AS v(id, lease_token, state, status_code, response, error, retry_count,
+         estimate_next_retry_at, estimate_end_at, due_at)
+WHERE task.id = v.id AND task.lease_token = v.lease_token
+RETURNING task.owner_id, task.state;
+
+-- name: sealed_batch
+-- key rotation: the sealed columns of model.records.SealedColumns, in id order
+SELECT id, payload, metadata, response, error FROM task
+WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE;
+
+-- name: reseal_task
+UPDATE task SET payload = $2, metadata = $3, response = $4, error = $5 WHERE id = $1;
+
+-- name: running_backups
+SELECT tick, instance_id FROM backup_run WHERE state = 'RUNNING' AND tick <> $1;
+
+-- name: claim_tick
+INSERT INTO backup_run (tick, instance_id, state, started_at) VALUES ($1, $2, 'RUNNING', $3)
+ON CONFLICT (tick) DO NOTHING;
+
+-- name: finish_tick
+UPDATE backup_run
+SET state = $3, finished_at = $4, location = $5, size = $6, error = $7
+WHERE tick = $1 AND instance_id = $2;
+
+-- name: prune_runs
+DELETE FROM backup_run WHERE tick < (
+    SELECT tick FROM backup_run ORDER BY tick DESC LIMIT 1 OFFSET $1
+);
+
+-- name: purge_finished
+-- retention: up to $2 tasks that finished before $1, oldest first
+DELETE FROM task WHERE id IN (
+    SELECT id FROM task
+    WHERE due_at IS NULL AND state IN ('SUCCESS', 'ERROR', 'REVOKED') AND estimate_end_at < $1
+    ORDER BY estimate_end_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+);

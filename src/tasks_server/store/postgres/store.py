@@ -1,0 +1,497 @@
+"""The scale-out store: many nodes on one PostgreSQL database (asyncpg, a small pool).
+
+- Registrations of concurrent requests go in together: while one group's
+  transaction runs, the next requests wait and then form the next group (one
+  multi-row INSERT, one commit, `synchronous_commit` on).
+- A claim is one statement (`FOR UPDATE SKIP LOCKED` on the partial due index),
+  committed without waiting for the WAL flush: a claim lost to a crash only means
+  the task is sent again, as on SQLite.
+- Outcomes are written back in one statement per batch; the owners' queue
+  counters are moved once per owner per statement.
+- Every change a client makes is announced with NOTIFY in its own transaction
+  (so only once it commits); each node LISTENs and tells its subscribers, which
+  wakes its scheduler or aborts a request it has in flight.
+- A lost connection (PostgreSQL restarting) raises StoreUnavailable: the API
+  answers 503 meanwhile, the scheduler retries, the pool reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import msgspec
+
+from tasks_server.config import redact_url
+from tasks_server.model.lifecycle import IN_QUEUE, State
+from tasks_server.model.records import (
+    AttemptRecord,
+    Claim,
+    ClaimedTask,
+    InstanceRow,
+    ListParams,
+    OwnerRow,
+    SealedColumns,
+    TaskChange,
+    TaskRow,
+)
+from tasks_server.store import instances, queries
+from tasks_server.store.base import (
+    Conflict,
+    InUse,
+    LimitReached,
+    Listener,
+    NotFound,
+    StoreMissing,
+    StoreUnavailable,
+    TaskSignal,
+)
+from tasks_server.store.postgres.migrate import apply_migrations, is_migrated
+from tasks_server.store.postgres.notify import Notifications
+from tasks_server.store.signals import Signals, signal_of_change
+
+log = logging.getLogger(__name__)
+# a connection of the pool, as the store's statements use it
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+PACKAGE = __package__ or "tasks_server.store.postgres"
+POOL_SIZE = 8
+KEEP_BACKUP_RUNS = 1000  # rows of backup_run kept (one per tick)
+TASK_FIELDS = msgspec.structs.fields(TaskRow)
+_TYPES = {int: "bigint", str: "text", bytes: "bytea"}
+_CHANGE_FIELDS = tuple(f.name for f in msgspec.structs.fields(TaskChange) if f.name != "drop_lease")
+_STATES = {state.value: state for state in State}
+_QUEUE = frozenset(state.value for state in IN_QUEUE)
+# a backup tick is claimed under this advisory lock, so two nodes never both check and claim
+_BACKUP_LOCK = "tasks_server:backup"
+_RETENTION_LOCK = "tasks_server:retention"
+# what a lost or refused connection raises: the database cannot answer now
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby
+)
+
+
+def _array_type(field: msgspec.structs.FieldInfo) -> str:
+    """The PostgreSQL array type of a TaskRow field, for unnest()."""
+    kinds = [t for t in getattr(field.type, "__args__", (field.type,)) if t is not type(None)]
+    kind = kinds[0]
+    if isinstance(kind, type) and issubclass(kind, str):
+        return "text[]"
+    return f"{_TYPES[kind]}[]"
+
+
+class Grouped(Generic[T, R]):
+    """Concurrent calls gathered into one run: while a run is under way the next calls
+    wait, then go together. `run` returns one result per item: a value, or an
+    exception that fails that item alone."""
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R | BaseException]]]) -> None:
+        self._run = run
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._running = False
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                try:
+                    results = await self._run([item for item, _ in group])
+                except BaseException as exc:
+                    results = [exc] * len(group)
+                for (_, future), result in zip(group, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._running = False
+
+
+class PostgresStore:
+    """Store on a PostgreSQL database (see the module docstring)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        columns = ", ".join(f.name for f in TASK_FIELDS)
+        arrays = ", ".join(f"${n}::{_array_type(f)}" for n, f in enumerate(TASK_FIELDS, 1))
+        self._q = queries.load(PACKAGE, "queries", {"task_columns": columns, "task_arrays": arrays})
+        self._pool: asyncpg.Pool | None = None
+        self._signals = Signals()
+        self._notifications: Notifications | None = None
+        self._registrations: Grouped[tuple[TaskRow, int], None] = Grouped(self._insert_group)
+
+    # ---- lifetime ----
+
+    async def open(self, *, create: bool = True) -> None:
+        try:
+            pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE)
+        except asyncpg.exceptions.InvalidCatalogNameError as exc:
+            raise StoreMissing(f"no database: {exc}") from None
+        except CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from None
+        try:
+            async with pool.acquire() as conn:
+                if not create and not await is_migrated(conn):
+                    raise StoreMissing("no Tasks Server schema in this database")
+                await apply_migrations(conn)
+                schema = await conn.fetchval("SELECT current_schema()")
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        # one channel per schema: several Tasks Servers may share a database
+        self._notifications = Notifications(self.url, f"tasks_server.{schema}", self._heard)
+        await self._notifications.start()
+
+    async def close(self) -> None:
+        if self._notifications is not None:
+            await self._notifications.stop()
+            self._notifications = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        return self._signals.subscribe(listener)
+
+    def _heard(self, signal: TaskSignal) -> None:
+        self._signals.publish(signal)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        assert self._pool is not None, "store is not open"
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from None
+
+    @asynccontextmanager
+    async def _transaction(self, *, durable: bool = True) -> AsyncIterator[Connection]:
+        async with self._connection() as conn, conn.transaction():
+            if not durable:
+                # lost to a crash, this only means a task is sent again (as on SQLite)
+                await conn.execute("SET LOCAL synchronous_commit = off")
+            yield conn
+
+    async def _announce(self, conn: Connection, signal: TaskSignal | None) -> None:
+        """NOTIFY the other nodes of `signal`, in the caller's transaction."""
+        if signal is not None and self._notifications is not None:
+            await self._notifications.notify(conn, signal)
+
+    # ---- owners ----
+
+    async def create_owner(self, owner: OwnerRow) -> None:
+        async with self._connection() as conn:
+            try:
+                await conn.execute(
+                    self._q["insert_owner"],
+                    owner.id,
+                    owner.name,
+                    owner.key_digest,
+                    owner.created_at,
+                )
+            except asyncpg.exceptions.UniqueViolationError:
+                raise Conflict("Owner has already registered") from None
+
+    async def get_owner(self, owner_id: str) -> OwnerRow | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._q["get_owner"], owner_id)
+        return OwnerRow(*row) if row else None
+
+    async def delete_owner(self, owner_id: str, name: str) -> None:
+        async with self._transaction() as conn:
+            queued = await conn.fetchval(self._q["lock_owner_named"], owner_id, name)
+            if queued is None:
+                raise NotFound(name)
+            if queued > 0:
+                raise Conflict("Owner still has RUNNING or PAUSED tasks")
+            await conn.execute(self._q["delete_owner"], owner_id)
+
+    async def replace_owner_key(self, owner_id: str, old_digest: bytes, new_digest: bytes) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                self._q["replace_owner_key"], owner_id, old_digest, new_digest
+            )
+        return _count(status) == 1
+
+    # ---- tasks ----
+
+    async def insert_task(self, task: TaskRow, limit: int) -> None:
+        await self._registrations.submit((task, limit))
+        self._signals.publish(TaskSignal(task.id, due_at=task.due_at))
+
+    async def _insert_group(self, items: list[tuple[TaskRow, int]]) -> list[BaseException | None]:
+        """A group's registrations in one transaction: the owners locked in id order, the
+        limits checked, one INSERT, the counters moved, one NOTIFY."""
+        async with self._transaction() as conn:
+            owners = sorted({task.owner_id for task, _ in items})
+            counts: dict[str, int | None] = dict.fromkeys(owners)
+            for owner_id, queued in await conn.fetch(self._q["lock_owners"], owners):
+                counts[owner_id] = queued
+            results: list[BaseException | None] = []
+            fits: list[TaskRow] = []
+            for task, limit in items:
+                count = counts[task.owner_id]
+                if count is None:
+                    results.append(NotFound(task.owner_id))
+                elif count >= limit:
+                    results.append(LimitReached(limit))
+                else:
+                    counts[task.owner_id] = count + 1
+                    results.append(None)
+                    fits.append(task)
+            if not fits:
+                return results
+            columns = _columns(fits)
+            inserted = {row[0] for row in await conn.fetch(self._q["insert_tasks"], *columns)}
+            entered: dict[str, int] = {}
+            for n, (task, _) in enumerate(items):
+                if results[n] is not None:
+                    continue
+                if task.id not in inserted:
+                    results[n] = Conflict(f"a task {task.id} exists already")
+                elif task.state in _QUEUE:
+                    entered[task.owner_id] = entered.get(task.owner_id, 0) + 1
+            if entered:
+                await conn.execute(self._q["count_in_queue"], list(entered), list(entered.values()))
+            due = [task for task in fits if task.id in inserted and task.due_at is not None]
+            if due:
+                first = min(due, key=lambda task: task.due_at or 0)
+                await self._announce(conn, TaskSignal(first.id, due_at=first.due_at))
+        return results
+
+    async def get_task(self, owner_id: str, task_id: str) -> TaskRow | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._q["get_task"], task_id, owner_id)
+        return _task_row(row) if row else None
+
+    async def list_tasks(self, params: ListParams) -> list[TaskRow]:
+        direction = "DESC" if params.descending else "ASC"
+        order_by = f"{params.order} {direction}, id {direction}"
+        name = "list_tasks_in_state" if params.state else "list_tasks"
+        statement = self._q[name].replace("{order_by}", order_by)
+        values: list[Any] = [params.owner_id, params.limit, params.offset]
+        if params.state:
+            values.append(params.state.value)
+        async with self._connection() as conn:
+            rows = await conn.fetch(statement, *values)
+        return [_task_row(row) for row in rows]
+
+    async def change_task(
+        self, owner_id: str, task_id: str, decide: Callable[[TaskRow], TaskChange]
+    ) -> TaskRow:
+        async with self._transaction() as conn:
+            found = await conn.fetchrow(self._q["lock_task"], task_id, owner_id)
+            if found is None:
+                raise NotFound(task_id)
+            row = _task_row(found)
+            update = decide(row)
+            values = [
+                (name, getattr(update, name))
+                for name in _CHANGE_FIELDS
+                if getattr(update, name) is not msgspec.UNSET
+            ]
+            assignments = [f"{name} = ${n}" for n, (name, _) in enumerate(values, 2)]
+            if update.drop_lease:
+                assignments += ["lease_owner = NULL", "lease_token = NULL"]
+            if not assignments:
+                return row
+            statement = self._q["update_task"].replace("{assignments}", ", ".join(assignments))
+            updated = await conn.fetchrow(statement, task_id, *(v for _, v in values))
+            assert updated is not None  # the row is locked: it is still there
+            after = _task_row(updated)
+            delta = (after.state in _QUEUE) - (row.state in _QUEUE)
+            if delta:
+                await conn.execute(self._q["count_in_queue"], [owner_id], [delta])
+            signal = signal_of_change(task_id, update)
+            await self._announce(conn, signal)
+        self._signals.publish(signal)
+        return after
+
+    async def delete_task(self, owner_id: str, task_id: str) -> TaskRow:
+        async with self._transaction() as conn:
+            found = await conn.fetchrow(self._q["delete_task"], task_id, owner_id)
+            if found is None:
+                raise NotFound(task_id)
+            row = _task_row(found)
+            if row.state in _QUEUE:
+                await conn.execute(self._q["count_in_queue"], [owner_id], [-1])
+            signal = TaskSignal(task_id, abort=True)
+            await self._announce(conn, signal)
+        self._signals.publish(signal)
+        return row
+
+    # ---- scheduling ----
+
+    async def register_instance(self, instance_id: str, host: str, pid: int, now: int) -> None:
+        instances.note_started_here(instance_id, host, pid)
+        async with self._transaction(durable=False) as conn:
+            await conn.execute(self._q["register_instance"], instance_id, host, pid, now)
+
+    async def heartbeat(self, instance_id: str, now: int) -> None:
+        async with self._transaction(durable=False) as conn:
+            await conn.execute(self._q["heartbeat"], instance_id, now)
+
+    async def _instances(self, conn: Connection) -> list[InstanceRow]:
+        return [InstanceRow(*row) for row in await conn.fetch(self._q["list_instances"])]
+
+    async def _live_instances(self, conn: Connection, now: int, stale_ms: int) -> list[InstanceRow]:
+        found = await self._instances(conn)
+        return [row for row in found if instances.is_alive(row, now, stale_ms)]
+
+    async def live_instances(self, now: int, stale_ms: int) -> list[InstanceRow]:
+        async with self._connection() as conn:
+            return await self._live_instances(conn, now, stale_ms)
+
+    async def release_dead_leases(self, instance_id: str, now: int, stale_ms: int) -> int:
+        async with self._transaction(durable=False) as conn:
+            dead = [
+                other.id
+                for other in await self._instances(conn)
+                if other.id != instance_id and not instances.is_alive(other, now, stale_ms)
+            ]
+            if dead:
+                await conn.execute(self._q["delete_instances"], dead)
+            return _count(await conn.execute(self._q["release_orphan_leases"], now))
+
+    async def release_leases(self, instance_id: str, now: int) -> int:
+        async with self._transaction() as conn:
+            count = _count(await conn.execute(self._q["release_instance_leases"], instance_id, now))
+            await conn.execute(self._q["delete_instance"], instance_id)
+        return count
+
+    async def claim_due_tasks(self, now: int, limit: int, instance_id: str, token: int) -> Claim:
+        async with self._transaction(durable=False) as conn:
+            rows = await conn.fetch(self._q["claim_due_tasks"], now, limit, instance_id, token)
+            next_due: int | None = await conn.fetchval(self._q["next_due_at"])
+        tasks = [
+            ClaimedTask(task_id, payload, retries, retry_limit, attempts, at, retry_at, token)
+            for task_id, payload, retries, retry_limit, attempts, at, retry_at in rows
+        ]
+        return Claim(tasks, next_due)
+
+    async def record_attempts(self, records: list[AttemptRecord]) -> int:
+        if not records:
+            return 0
+        columns = _columns(records)
+        async with self._transaction() as conn:
+            written = await conn.fetch(self._q["record_attempts"], *columns)
+            left: dict[str, int] = {}
+            for owner_id, state in written:
+                if state not in _QUEUE:
+                    left[owner_id] = left.get(owner_id, 0) - 1
+            if left:
+                owners = sorted(left)
+                await conn.fetch(self._q["lock_owners"], owners)  # in id order (no deadlock)
+                await conn.execute(
+                    self._q["count_in_queue"], owners, [left[owner] for owner in owners]
+                )
+        return len(written)
+
+    # ---- key rotation ----
+
+    async def reseal_tasks(
+        self,
+        after: str,
+        limit: int,
+        reseal: Callable[[SealedColumns], SealedColumns | None],
+        *,
+        now: int,
+        stale_ms: int,
+    ) -> list[str]:
+        async with self._transaction() as conn:
+            servers = await self._live_instances(conn, now, stale_ms)
+            if servers:
+                raise InUse(redact_url(self.url), [instances.describe(s) for s in servers])
+            rows = [
+                SealedColumns(*row)
+                for row in await conn.fetch(self._q["sealed_batch"], after, limit)
+            ]
+            fresh = [columns for row in rows if (columns := reseal(row)) is not None]
+            if fresh:
+                await conn.executemany(
+                    self._q["reseal_task"], [msgspec.structs.astuple(row) for row in fresh]
+                )
+        return [row.id for row in rows]
+
+    # ---- backups ----
+
+    async def claim_backup_tick(
+        self, tick: int, instance_id: str, now: int, stale_ms: int
+    ) -> str | None:
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _BACKUP_LOCK)
+            alive = {row.id for row in await self._live_instances(conn, now, stale_ms)}
+            for running_tick, running_in in await conn.fetch(self._q["running_backups"], tick):
+                if running_in in alive:
+                    return f"the backup of tick {running_tick} is still running in {running_in}"
+            if _count(await conn.execute(self._q["claim_tick"], tick, instance_id, now)) == 0:
+                return "claimed by another server"
+            await conn.execute(self._q["prune_runs"], KEEP_BACKUP_RUNS)
+        return None
+
+    async def finish_backup_tick(
+        self,
+        tick: int,
+        instance_id: str,
+        now: int,
+        *,
+        location: str | None,
+        size: int | None,
+        error: str | None,
+    ) -> None:
+        state = "DONE" if error is None else "FAILED"
+        async with self._connection() as conn:
+            await conn.execute(
+                self._q["finish_tick"], tick, instance_id, state, now, location, size, error
+            )
+
+    # ---- retention ----
+
+    async def purge_finished(self, before: int, limit: int) -> int:
+        async with self._transaction() as conn:
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext($1))", _RETENTION_LOCK
+            ):
+                return 0  # another node is purging now
+            return _count(await conn.execute(self._q["purge_finished"], before, limit))
+
+
+def _task_row(row: asyncpg.Record) -> TaskRow:
+    values = list(row)
+    values[2] = _STATES[values[2]]
+    return TaskRow(*values)
+
+
+def _columns(rows: list[TaskRow] | list[AttemptRecord]) -> list[list[Any]]:
+    """The rows as one list per column: the arrays that unnest() turns back into rows."""
+    return [list(column) for column in zip(*map(msgspec.structs.astuple, rows), strict=True)]
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as `UPDATE 3` or `INSERT 0 1`."""
+    return int(status.rsplit(" ", 1)[-1])
