@@ -165,3 +165,45 @@ def test_instances_is_one_without_cluster_mode_and_one_per_cpu_with_zero(
     assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 6
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # the count cannot be known
     assert Settings.from_env({"CLUSTER_MODE": "1"}).instances == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tasks:secret@db.internal:5432/tasks?sslmode=require",
+        "postgres://tasks@127.0.0.1/tasks",
+        "postgresql:///tasks?host=/var/run/postgresql",
+    ],
+)
+def test_database_url_selects_postgresql(url: str) -> None:
+    settings = Settings.from_env({"DATABASE_URL": url, "CIPHER_KEY": "shared-key"})
+    assert settings.database_url == url
+    assert "secret" not in settings.database_label
+
+
+def test_the_database_label_hides_only_the_password() -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://tasks:s3cret@db:5432/tasks", "CIPHER_KEY": "k"}
+    )
+    assert settings.database_label == "postgresql://tasks:***@db:5432/tasks"
+    assert Settings.from_env({"PATH_SQLITE": "/srv/t.db"}).database_label == "/srv/t.db"
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u@h/db", "sqlite:///x.db", "http://example.com", "postgresql://"]
+)
+def test_a_database_url_that_is_not_postgresql_is_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        Settings.from_env({"DATABASE_URL": url, "CIPHER_KEY": "k"})
+
+
+def test_database_url_needs_the_cipher_key_every_node_shares() -> None:
+    with pytest.raises(SettingsError, match="CIPHER_KEY"):
+        Settings.from_env({"DATABASE_URL": "postgresql://u@h/db"})
+
+
+def test_task_retention_days() -> None:
+    assert Settings.from_env({}).task_retention_days == 30
+    assert Settings.from_env({"TASK_RETENTION_DAYS": "0"}).task_retention_days == 0
+    with pytest.raises(SettingsError, match="TASK_RETENTION_DAYS"):
+        Settings.from_env({"TASK_RETENTION_DAYS": "-1"})

@@ -32,6 +32,7 @@ FLOORS: dict[str, set[str]] = {
     "backup": {"model", "store", "config", "crypto", "files"},
     "key_rotation": {"model", "store", "codec", "crypto", "config"},
     "cluster": {"config"},
+    "retention": {"model", "store"},
     "app": {
         "api",
         "backup",

@@ -27,6 +27,7 @@ from tasks_server.dispatch import capabilities
 from tasks_server.dispatch.policy import TargetPolicy
 from tasks_server.dispatch.sender import CurlSender
 from tasks_server.model.canonical import ValidationRules
+from tasks_server.retention import Retention
 from tasks_server.scheduler import Scheduler
 from tasks_server.store import open_store
 
@@ -52,8 +53,10 @@ def create_app(settings: Settings) -> Starlette:
             shutdown_grace_ms=settings.shutdown_grace_ms,
         )
         backups = BackupSchedule(settings, store, scheduler.instance_id)  # bad settings raise
+        retention = Retention(store, settings.task_retention_days)
         await scheduler.start()
         await backups.start()
+        await retention.start()
         rules = ValidationRules(
             allow_file_paths=settings.allow_file_paths,
             http3=capabilities.HTTP3,
@@ -72,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await retention.stop()
             await backups.stop()
             await scheduler.stop()
             sender.close()

@@ -508,3 +508,27 @@ async def test_backup_ticks_are_claimed_once_and_never_overlap(store: Store) -> 
     # a backup left RUNNING by an instance that stopped heart-beating blocks nobody
     assert await claim(3000, "dead") is None
     assert await claim(4000, "alive") is None
+
+
+# ---- retention ----
+
+
+async def test_finished_tasks_are_purged_oldest_first_in_batches(
+    store: Store, owner: OwnerRow
+) -> None:
+    finished = [
+        task_row(owner.id, state=state, estimate_end_at=NOW - n)
+        for n, state in enumerate([State.SUCCESS, State.ERROR, State.REVOKED] * 3, start=1)
+    ]
+    recent = task_row(owner.id, state=State.SUCCESS, estimate_end_at=NOW + 1)
+    pending = due(owner, NOW - 100_000)
+    paused = task_row(owner.id, state=State.PAUSED, estimate_end_at=NOW - 100_000)
+    for task in (*finished, recent, pending, paused):
+        await store.insert_task(task, 100)
+    assert await store.purge_finished(NOW, 4) == 4
+    oldest = sorted(finished, key=lambda task: task.estimate_end_at)
+    assert [await store.get_task(owner.id, t.id) for t in oldest[:4]] == [None] * 4
+    assert await store.purge_finished(NOW, 100) == 5
+    left = await store.list_tasks(ListParams(owner.id, 100, 0, "created_at", False, None))
+    assert {t.id for t in left} == {recent.id, pending.id, paused.id}
+    assert await queued(store, owner) == 2  # the pending and the paused one
