@@ -46,7 +46,17 @@ def _outside_the_loop(url: str, sql: str, params: tuple[Any, ...]) -> list[tuple
         finally:
             await conn.close()
 
-    thread = threading.Thread(target=asyncio.run, args=(fetch(),))
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(fetch())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join()
+    if failed:
+        raise failed[0]
     return found

@@ -686,3 +686,54 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
         time.sleep(interval)
+
+
+class HoldingTarget:
+    """Takes any number of connections, reads each request and never answers; notes when
+    each task's request arrived and when its client hung up (by X-Tasks-Queue-Id)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self._sock.getsockname()[1]
+        self.received: dict[str, float] = {}  # task id -> time.monotonic() of arrival
+        self.hung_up: dict[str, float] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/hold") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        conn.settimeout(60)
+        with conn:
+            try:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    head += chunk
+                task_id = ""
+                for line in head.decode("latin-1").split("\r\n"):
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "x-tasks-queue-id":
+                        task_id = value.strip()
+                with self._lock:
+                    self.received[task_id] = time.monotonic()
+                while conn.recv(65536):
+                    pass
+                with self._lock:
+                    self.hung_up[task_id] = time.monotonic()
+            except OSError:
+                pass

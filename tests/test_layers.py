@@ -41,11 +41,12 @@ FLOORS: dict[str, set[str]] = {
         "crypto",
         "dispatch",
         "model",
+        "retention",
         "scheduler",
         "store",
     },
     "runtime": {"app", "cluster", "config", "crypto", "store"},
-    "cli": {"runtime", "backup", "key_rotation", "config", "crypto"},
+    "cli": {"runtime", "backup", "key_rotation", "config", "crypto", "store"},
 }
 
 

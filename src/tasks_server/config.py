@@ -211,7 +211,8 @@ def _time_zone(raw: str) -> str:
     return name
 
 
-def _database_url(raw: str) -> str:
+def parse_database_url(raw: str) -> str:
+    """A PostgreSQL URL as DATABASE_URL takes it; ValueError otherwise."""
     parts = urlsplit(raw)
     if parts.scheme not in {"postgresql", "postgres"} or not (parts.hostname or parts.path):
         raise ValueError("expected postgresql://user:password@host:5432/database")
@@ -240,7 +241,7 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("HOST", "host", str),
     ("PORT", "port", _port),
     ("PATH_SQLITE", "path_sqlite", str),
-    ("DATABASE_URL", "database_url", _database_url),
+    ("DATABASE_URL", "database_url", parse_database_url),
     ("TASK_RETENTION_DAYS", "task_retention_days", _non_negative_int),
     ("CIPHER_KEY", "cipher_key", str),
     ("CIPHER_KEY_PREVIOUS", "cipher_key_previous", _key_list),

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from tasks_server.crypto import KEY_FILE_NAME
 from tests.conftest import Owner
 from tests.served import EXECUTABLE, Served, free_port, now_ms
-from tests.targets import Reply, Target, wait_until
+from tests.targets import HoldingTarget, Reply, Target, wait_until
 
 LISTENING = re.compile(r"listening on \S+ \(pid (\d+),")
 
@@ -238,6 +239,32 @@ def test_two_workers_share_the_work_and_stop_on_sigterm(
     assert not [pid for pid in workers if alive(pid)]  # joined by the supervisor
     wait_until(lambda: not [pid for pid in processes if alive(pid)], timeout=5)
     assert served.log().count("Stopped instance") == 2
+
+
+def test_a_pause_on_either_worker_aborts_the_request_in_flight(
+    cluster: Callable[..., Cluster],
+) -> None:
+    """The worker that takes the pause tells the other: every paused request is aborted,
+    whichever worker has it in flight (before, a pause landing on the other worker let
+    the request run to completion)."""
+    holding = HoldingTarget()
+    try:
+        served = cluster()
+        served.wait_listening(2)
+        owner = served.owner("pause-anywhere")
+        ids = register(served, owner, [holding.url()] * 12, executionDelay=1)
+        wait_until(lambda: len(holding.received) == 12, timeout=20)
+        latencies = []
+        for task_id in ids:  # each pause on a new connection: on either worker
+            paused = served.fresh("PATCH", f"/v1/queues/{task_id}/pause", headers=owner.headers)
+            answered = time.monotonic()
+            assert paused.status_code == 200, paused.text
+            wait_until(lambda task_id=task_id: task_id in holding.hung_up, timeout=5)
+            latencies.append(max(0.0, holding.hung_up[task_id] - answered))
+        print(f"12 paused requests aborted, after {max(latencies) * 1000:.0f} ms at most")
+        assert max(latencies) < 1.0
+    finally:
+        holding.close()
 
 
 def test_one_key_file_shared_by_every_worker(

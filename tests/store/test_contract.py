@@ -532,3 +532,33 @@ async def test_finished_tasks_are_purged_oldest_first_in_batches(
     left = await store.list_tasks(ListParams(owner.id, 100, 0, "created_at", False, None))
     assert {t.id for t in left} == {recent.id, pending.id, paused.id}
     assert await queued(store, owner) == 2  # the pending and the paused one
+
+
+# ---- signals between processes and nodes ----
+
+
+async def test_another_store_on_the_database_hears_each_change(
+    store: Store, owner: OwnerRow, settings: Settings
+) -> None:
+    """Another process (SQLite) or node (PostgreSQL) on the same database is told too."""
+    other = open_store(settings)
+    await other.open()
+    heard: list[TaskSignal] = []
+    other.subscribe(heard.append)
+    try:
+        task = due(owner)
+        await store.insert_task(task, 100)
+        pause = TaskChange(state=State.PAUSED, due_at=None, drop_lease=True)
+        await store.change_task(owner.id, task.id, lambda row: pause)
+        await store.delete_task(owner.id, task.id)
+        for _ in range(500):
+            if len(heard) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == [
+            TaskSignal(task.id, due_at=NOW),
+            TaskSignal(task.id, abort=True),
+            TaskSignal(task.id, abort=True),
+        ]
+    finally:
+        await other.close()

@@ -13,6 +13,7 @@ from contextlib import suppress
 import asyncpg
 
 from tasks_server.store.base import StoreUnavailable, TaskSignal
+from tasks_server.store.signals import decode_signal, encode_signal
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,13 @@ class Notifications:
         self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, signal: TaskSignal
     ) -> None:
         """Announce `signal` in `conn`'s transaction: delivered only if it commits."""
-        due = "" if signal.due_at is None else str(signal.due_at)
-        payload = f"{self._node}|{signal.task_id}|{due}|{int(signal.abort)}"
+        payload = f"{self._node}|{encode_signal(signal)}"
         await conn.execute("SELECT pg_notify($1, $2)", self.channel, payload)
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        node, task_id, due, abort = str(payload).split("|")
-        if node == self._node:
-            return  # told to our subscribers already, when it committed
-        self._heard(TaskSignal(task_id, due_at=int(due) if due else None, abort=abort == "1"))
+        node, _, signal = str(payload).partition("|")
+        if node != self._node:  # our own were told to our subscribers when they committed
+            self._heard(decode_signal(signal))
 
     async def _connect(self) -> asyncpg.Connection:
         try:

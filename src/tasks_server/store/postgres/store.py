@@ -81,6 +81,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby
+    # a connection cut in the middle of an operation is left in a state it cannot leave
+    asyncpg.exceptions.InternalClientError,
+    # e.g. "database ... is not currently accepting connections"
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
 )
 
 

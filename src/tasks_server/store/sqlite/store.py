@@ -41,6 +41,7 @@ from tasks_server.store.base import (
 )
 from tasks_server.store.signals import Signals, signal_of_change
 from tasks_server.store.sqlite.migrate import apply_migrations
+from tasks_server.store.sqlite.peers import Peers
 from tasks_server.store.sqlite.writer import Batched, Worker, connect
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class SqliteStore:
         self._reader: Worker | None = None
         self._point_reads: sqlite3.Connection | None = None
         self._signals = Signals()
+        self._peers = Peers(path, self._signals.publish)
 
     async def open(self, *, create: bool = True) -> None:
         if not create and not Path(self.path).is_file():
@@ -87,8 +89,10 @@ class SqliteStore:
         self._point_reads = connect(self.path)
         # on the loop itself: never wait for a lock there (the reader thread will)
         self._point_reads.execute("PRAGMA busy_timeout = 0")
+        self._peers.open()
 
     async def close(self) -> None:
+        self._peers.close()
         for worker in (self._writer, self._reader):
             if worker is not None:
                 worker.stop()
@@ -99,6 +103,13 @@ class SqliteStore:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._signals.subscribe(listener)
+
+    def _tell(self, signal: TaskSignal | None) -> None:
+        """A committed change, told to this process's subscribers and to the other
+        processes on the file."""
+        if signal is not None:
+            self._signals.publish(signal)
+            self._peers.send(signal)
 
     def _write(
         self,
@@ -165,7 +176,7 @@ class SqliteStore:
     async def insert_task(self, task: TaskRow, limit: int) -> None:
         assert self._writer is not None, "store is not open"
         await self._writer.submit(Batched(self._insert_tasks, (task, limit)))
-        self._signals.publish(TaskSignal(task.id, due_at=task.due_at))
+        self._tell(TaskSignal(task.id, due_at=task.due_at))
 
     def _insert_tasks(
         self, conn: sqlite3.Connection, items: list[tuple[TaskRow, int]]
@@ -262,7 +273,7 @@ class SqliteStore:
             return after, update
 
         after, update = await self._write(change)
-        self._signals.publish(signal_of_change(task_id, update))
+        self._tell(signal_of_change(task_id, update))
         return after
 
     async def delete_task(self, owner_id: str, task_id: str) -> TaskRow:
@@ -274,7 +285,7 @@ class SqliteStore:
             return row
 
         row = await self._write(delete)
-        self._signals.publish(TaskSignal(task_id, abort=True))
+        self._tell(TaskSignal(task_id, abort=True))
         return row
 
     # ---- scheduling ----
