@@ -12,13 +12,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.baseline import curl_multi_rate
+from bench.database import KINDS, Database
 from bench.server import Server, wrk_get, wrk_register
 from bench.target import Target
 
@@ -42,6 +41,10 @@ class Context:
     target: Target
     scale: int  # divide counts by this (1 = the issue's counts)
     notes: list[str]
+    database: str = "sqlite"  # the store every server runs on: sqlite or postgres
+
+    def fresh(self) -> Database:
+        return Database(self.database)
 
 
 def now_ms() -> int:
@@ -78,12 +81,14 @@ CLUSTER_ENV = {"CLUSTER_MODE": "1", "MAX_INSTANCES": "2"}
 
 def scenario_register(ctx: Context, label: str = "register", **env: str) -> list[Figure]:
     count = 20_000 // ctx.scale
-    server = Server(**env).start()
+    database = ctx.fresh()
+    server = Server(database, **env).start()
     try:
         owner = server.owner()
         summary = wrk_register(server, owner, count, target=ctx.target.url(""), mode="register")
     finally:
         server.stop()
+        database.close()
     seconds = summary["seconds"]
     if summary["status_errors"] or summary["socket_errors"]:
         ctx.notes.append(
@@ -106,25 +111,36 @@ def scenario_register_cluster(ctx: Context) -> list[Figure]:
     return scenario_register(ctx, "register, cluster of 2", **CLUSTER_ENV)
 
 
-def due_at_once(ctx: Context, count: int, label: str, **env: str) -> tuple[int, list[float]]:
-    """`count` tasks due at one instant, dispatched by a server started before it: (the
-    due time, the arrival times)."""
+def due_at_once(
+    ctx: Context,
+    count: int,
+    label: str,
+    nodes: int = 1,
+    finished: int = 0,
+    pending: int = 0,
+    **env: str,
+) -> tuple[int, list[float]]:
+    """`count` tasks due at one instant, dispatched by `nodes` servers on one database
+    started before it, beside `finished` tasks of history: (the due time, the arrivals)."""
     # the tasks are written through the store before the server starts (the
     # rows the API writes), so the figure is the dispatch alone, not how fast
     # they could be registered
     ctx.target.reset()
-    data = Path(tempfile.mkdtemp(prefix="bench-burst-"))
-    due = now_ms() + int((count / FILL_RATE_GUESS + BURST_MARGIN_S) * 1000)
-    fill(data / "tasks.db", 0, count, ctx.target.url(""), due_at=due)
-    server = Server(data, **env)
+    database = ctx.fresh()
+    rows = count + finished + pending
+    due = now_ms() + int((rows / FILL_RATE_GUESS + BURST_MARGIN_S) * 1000)
+    fill(database, pending, count, ctx.target.url(""), due_at=due, finished=finished)
+    servers = [Server(database, **env) for _ in range(nodes)]
     try:
-        server.start()
+        for server in servers:
+            server.start()
         if now_ms() > due:
-            ctx.notes.append(f"{label}: the server was up after the due time (pessimistic)")
+            ctx.notes.append(f"{label}: the servers were up after the due time (pessimistic)")
         rows = wait_arrivals(ctx.target, "/t/", count, timeout=(due - now_ms()) / 1000 + 60)
     finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+        for server in servers:
+            server.stop()
+        database.close()
     if len(rows) < count:
         ctx.notes.append(f"{label}: only {len(rows)} of {count} arrived")
     return due, sorted(row[0] for row in rows)
@@ -198,12 +214,64 @@ def scenario_burst_start(ctx: Context) -> list[Figure]:
     ]
 
 
+def _any(value: float) -> bool:
+    return True
+
+
+def burst_rate(due: int, arrivals: list[float]) -> float:
+    return len(arrivals) / max(0.001, (arrivals[-1] - due) / 1000)
+
+
+def scenario_history(ctx: Context) -> list[Figure]:
+    """Claims read a partial index of pending rows: the finished ones beside cost nothing."""
+    count, pending, finished = 20_000 // ctx.scale, 100_000 // ctx.scale, 1_000_000 // ctx.scale
+    label = "burst beside history"
+    due, plain = due_at_once(ctx, count, label)
+    due_beside, beside = due_at_once(ctx, count, label, pending=pending, finished=finished)
+    rate, rate_beside = burst_rate(due, plain), burst_rate(due_beside, beside)
+    return [
+        Figure(
+            label, f"{count} due at once, alone", rate, "tasks/s", "(reference)", lambda v: True
+        ),
+        Figure(
+            label,
+            f"beside {finished} finished and {pending} pending",
+            rate_beside,
+            "tasks/s",
+            "(reference)",
+            lambda v: True,
+        ),
+        Figure(label, "ratio", rate_beside / rate, "x", ">= 0.8", lambda v: v >= 0.8),
+    ]
+
+
+def scenario_nodes(ctx: Context) -> list[Figure]:
+    """The same burst dispatched by 1, 2 and 3 server processes on one database."""
+    count = 50_000 // ctx.scale
+    figures = []
+    for nodes in (1, 2, 3):
+        label = f"{nodes} node{'s' if nodes > 1 else ''} side by side"
+        due, arrivals = due_at_once(ctx, count, label, nodes=nodes)
+        figures.append(
+            Figure(
+                label,
+                f"{count} due at once: due to last arrival",
+                burst_rate(due, arrivals),
+                "tasks/s",
+                ">= 10000",
+                lambda v: v >= 10000,
+            )
+        )
+    return figures
+
+
 def register_due_and_collect(
     ctx: Context, mode: str, count: int, spread: int, prefix: str, arrivals: int
 ) -> list[tuple[float, str, str, str]]:
     """Register `count` tasks due over `spread` ms after registration ends; their arrivals."""
     ctx.target.reset()
-    server = Server().start()
+    database = ctx.fresh()
+    server = Server(database).start()
     try:
         owner = server.owner()
         due = plan_due(count)
@@ -213,6 +281,7 @@ def register_due_and_collect(
         return wait_arrivals(ctx.target, prefix, arrivals, timeout=timeout)
     finally:
         server.stop()
+        database.close()
 
 
 def scenario_timing(ctx: Context) -> list[Figure]:
@@ -256,12 +325,17 @@ def scenario_retry(ctx: Context) -> list[Figure]:
 
 
 def fill(
-    db: Path, pending: int, overdue: int, target: str, due_at: int | None = None
+    database: Database,
+    pending: int,
+    overdue: int,
+    target: str,
+    due_at: int | None = None,
+    finished: int = 0,
 ) -> dict[str, str]:
     """Write tasks straight through the store (same rows as the API writes)."""
     from bench.fill import fill_database
 
-    return asyncio.run(fill_database(db, pending, overdue, target, due_at))
+    return asyncio.run(fill_database(database, pending, overdue, target, due_at, finished))
 
 
 def scenario_scale(ctx: Context) -> list[Figure]:
@@ -269,17 +343,17 @@ def scenario_scale(ctx: Context) -> list[Figure]:
     rss: dict[int, float] = {}
     per_task = 0.0
     for size in sizes:
-        data = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-        fill(data / "tasks.db", size, 0, ctx.target.url(""))
+        database = ctx.fresh()
+        fill(database, size, 0, ctx.target.url(""))
         if size == sizes[-1]:
-            per_task = sum(p.stat().st_size for p in data.glob("tasks.db*")) / size
-        server = Server(data).start()
+            per_task = database.bytes_per_task(size)
+        server = Server(database).start()
         try:
             time.sleep(2)
             rss[size] = server.rss_mb()
         finally:
             server.stop()
-            shutil.rmtree(data, ignore_errors=True)
+            database.close()
     return [
         Figure("scale", "RSS with 0 pending", rss[sizes[0]], "MB", "(reference)", lambda v: True),
         Figure(
@@ -319,17 +393,17 @@ def scenario_scale(ctx: Context) -> list[Figure]:
 
 def scenario_startup(ctx: Context) -> list[Figure]:
     pending, overdue = 1_000_000 // ctx.scale, 10_000 // ctx.scale
-    data = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    fill(data / "tasks.db", pending, overdue, ctx.target.url(""))
+    database = ctx.fresh()
+    fill(database, pending, overdue, ctx.target.url(""))
     ctx.target.reset()
-    server = Server(data)
+    server = Server(database)
     try:
         server.start()
         started = server.started_at * 1000
         rows = wait_arrivals(ctx.target, "/t/", overdue, timeout=60)
     finally:
         server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+        database.close()
     times = sorted(row[0] for row in rows)
     return [
         Figure(
@@ -353,14 +427,14 @@ def scenario_startup(ctx: Context) -> list[Figure]:
 
 def scenario_list(ctx: Context) -> list[Figure]:
     stored = 1_000_000 // ctx.scale
-    data = Path(tempfile.mkdtemp(prefix="bench-list-"))
-    owner = fill(data / "tasks.db", stored, 0, ctx.target.url(""))
-    server = Server(data).start()
+    database = ctx.fresh()
+    owner = fill(database, stored, 0, ctx.target.url(""))
+    server = Server(database).start()
     try:
         result = wrk_get(server, owner, "/v1/queues?state=RUNNING&limit=100", seconds=5)
     finally:
         server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+        database.close()
     return [
         Figure(
             "list",
@@ -379,6 +453,8 @@ SCENARIOS: dict[str, Callable[[Context], list[Figure]]] = {
     "burst": scenario_burst,
     "burst-cluster": scenario_burst_cluster,
     "burst-start": scenario_burst_start,
+    "nodes": scenario_nodes,
+    "history": scenario_history,
     "timing": scenario_timing,
     "retry": scenario_retry,
     "scale": scenario_scale,
@@ -400,7 +476,8 @@ def median_figures(runs: list[list[Figure]]) -> list[Figure]:
 
 def render(figures: list[Figure], ctx: Context, runs: int) -> str:
     lines = [
-        f"Target: {ctx.target.kind}. Figures are the median of {runs} run(s)"
+        f"Target: {ctx.target.kind}. Database: {ctx.database}. "
+        f"Figures are the median of {runs} run(s)"
         + (f", counts divided by {ctx.scale}" if ctx.scale > 1 else "")
         + ".",
         "",
@@ -432,6 +509,12 @@ def main() -> int:
         "--runs", type=int, default=None, help="runs per scenario (default 3, quick 1)"
     )
     parser.add_argument("--scale", type=int, default=None, help="divide counts by this (quick: 20)")
+    parser.add_argument(
+        "--database",
+        choices=KINDS,
+        default="sqlite",
+        help="the store every server runs on (postgres: BENCH_POSTGRES, a database per run)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], capture_output=True)
@@ -440,7 +523,7 @@ def main() -> int:
         return 2
     runs = args.runs or (1 if args.quick else 3)
     scale = args.scale or (20 if args.quick else 1)
-    ctx = Context(Target(), scale, [])
+    ctx = Context(Target(), scale, [], args.database)
     try:
         figures: list[Figure] = []
         for name in args.only or list(SCENARIOS):

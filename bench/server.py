@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.database import Database
 from bench.target import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,16 +22,14 @@ WRK_SCRIPT = Path(__file__).resolve().parent / "register.lua"
 
 
 class Server:
-    """A fresh server on its own SQLite file (synchronous=FULL, LOG=0)."""
+    """A server on `database` (SQLite with synchronous=FULL, or PostgreSQL), LOG=0."""
 
-    def __init__(self, data_dir: Path | None = None, **env: str) -> None:
-        self.dir = data_dir or Path(tempfile.mkdtemp(prefix="bench-server-"))
+    def __init__(self, database: Database, **env: str) -> None:
+        self.database = database
         self.port = free_port()
-        self.db = self.dir / "tasks.db"
         self.env = {
             **os.environ,
-            "PATH_SQLITE": str(self.db),
-            "CIPHER_KEY": "bench-cipher-key",
+            **database.env(),
             "LOG": "0",
             "PORT": str(self.port),
             "MAX_TASKS_IN_QUEUE": "100000000",
@@ -89,19 +87,6 @@ class Server:
         return {"id": created["id"], "key": created["key"]}
 
 
-def task_count(db: Path) -> int:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        count: int = conn.execute("SELECT count(*) FROM task").fetchone()[0]
-    return count
-
-
-def created_span_s(db: Path) -> float:
-    """Seconds between the first and the last registration, by the server's own clock."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        first, last = conn.execute("SELECT min(created_at), max(created_at) FROM task").fetchone()
-    return max(0.001, (last - first) / 1000)
-
-
 def wrk_register(
     server: Server,
     owner: dict[str, str],
@@ -144,14 +129,14 @@ def wrk_register(
     ]
     wrk = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + total / 200 + 60
-    while task_count(server.db) < total and time.monotonic() < deadline:
+    while server.database.task_count() < total and time.monotonic() < deadline:
         time.sleep(0.05)
     wrk.send_signal(signal.SIGINT)
     output, _ = wrk.communicate(timeout=60)
     line = next(row for row in output.splitlines() if row.startswith("{"))
     summary: dict[str, Any] = json.loads(line)
-    summary["registered"] = task_count(server.db)
-    summary["seconds"] = created_span_s(server.db)
+    summary["registered"] = server.database.task_count()
+    summary["seconds"] = server.database.created_span_s()
     return summary
 
 
