@@ -1,20 +1,24 @@
 """What is particular to the PostgreSQL store: the schema migrated once however many nodes
-start together, and a database that is not there."""
+start together, a database that is not there, and the owners each node keeps for
+authentication forgotten when another node changes them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tasks_server.model.records import OwnerRow
 from tasks_server.store.base import StoreMissing, StoreUnavailable
 from tasks_server.store.postgres import PostgresStore
 from tasks_server.store.postgres.migrate import latest_schema_version
 from tests.conftest import make_settings
 from tests.database import rows
-from tests.pg import SERVER, fresh_schema
+from tests.pg import SERVER, fresh_schema, psql
+from tests.store.helpers import owner_row
 
 
 @pytest.fixture
@@ -37,3 +41,76 @@ async def test_a_missing_database_is_told_apart_from_an_unreachable_server() -> 
         await PostgresStore(f"{SERVER}/no_such_database_here").open()
     with pytest.raises(StoreUnavailable, match="cannot connect"):
         await PostgresStore("postgresql://postgres@127.0.0.1:1/tasks").open()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "not within the deadline"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def two_nodes(url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore, OwnerRow]]:
+    first, second = PostgresStore(url), PostgresStore(url)
+    await first.open()
+    await second.open()
+    owner = owner_row()
+    await first.create_owner(owner)
+    try:
+        yield first, second, owner
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_key_replaced_on_one_node_stops_working_on_the_others(
+    two_nodes: tuple[PostgresStore, PostgresStore, OwnerRow],
+) -> None:
+    first, second, owner = two_nodes
+    assert await second.get_owner(owner.id, cached=True) == owner  # now kept by the second
+    new_digest = b"\x01" * 32
+    assert await first.replace_owner_key(owner.id, owner.key_digest, new_digest)
+    assert (await first.get_owner(owner.id, cached=True) or owner).key_digest == new_digest
+
+    async def second_knows() -> bool:
+        found = await second.get_owner(owner.id, cached=True)
+        return found is not None and found.key_digest == new_digest
+
+    await eventually(second_knows)
+
+
+async def test_an_owner_deleted_on_one_node_is_gone_on_the_others(
+    two_nodes: tuple[PostgresStore, PostgresStore, OwnerRow],
+) -> None:
+    first, second, owner = two_nodes
+    assert await second.get_owner(owner.id, cached=True) == owner
+    await first.delete_owner(owner.id, owner.name)
+
+    async def second_forgot() -> bool:
+        return await second.get_owner(owner.id, cached=True) is None
+
+    await eventually(second_forgot)
+
+
+async def test_owners_are_read_again_while_the_other_nodes_cannot_be_heard(
+    two_nodes: tuple[PostgresStore, PostgresStore, OwnerRow], url: str
+) -> None:
+    """A change made behind the servers' back is seen by a node once its LISTEN connection
+    is lost (it might have missed announcements), and owners are read, not kept, meanwhile."""
+    _, second, owner = two_nodes
+    assert await second.get_owner(owner.id, cached=True) == owner
+    schema = url.rsplit("search_path=", 1)[1]
+    psql(f"UPDATE {schema}.owner SET name = 'renamed' WHERE id = '{owner.id}'")
+    kept = await second.get_owner(owner.id, cached=True)
+    assert kept is not None and kept.name == owner.name  # the copy kept: nothing was said
+    psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE query LIKE 'LISTEN%{schema}%'"
+    )
+
+    async def read_again() -> bool:
+        found = await second.get_owner(owner.id, cached=True)
+        return found is not None and found.name == "renamed"
+
+    await eventually(read_again)

@@ -26,7 +26,7 @@ async def authenticate(request: Request, store: Store) -> OwnerRow:
     owner_id = request.headers.get("x-tasks-owner-id", "")
     if bearer is None or not ULID_PATTERN.match(owner_id):
         raise ApiError(403)
-    owner = await store.get_owner(owner_id.upper())
+    owner = await store.get_owner(owner_id.upper(), cached=True)
     if owner is None:
         raise ApiError(403)
     if not hmac.compare_digest(key_digest(bearer.group(1)), owner.key_digest):

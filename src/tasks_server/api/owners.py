@@ -45,6 +45,7 @@ async def get_owner(request: Request) -> Response:
     ctx = services(request)
     owner = await authenticate(request, ctx.store)
     _check_own_name(request, owner)
+    owner = await ctx.store.get_owner(owner.id) or owner  # its queue count as of now
     view = OwnerView(
         id=owner.id,
         name=owner.name,

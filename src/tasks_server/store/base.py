@@ -81,7 +81,10 @@ class Store(Protocol):
     async def create_owner(self, owner: OwnerRow) -> None:
         """Insert; raise Conflict when the name is taken."""
 
-    async def get_owner(self, owner_id: str) -> OwnerRow | None: ...
+    async def get_owner(self, owner_id: str, *, cached: bool = False) -> OwnerRow | None:
+        """The owner; `cached` allows a copy kept since its last key change, whose queue
+        count may be a moment old (what authentication needs)."""
+
     async def delete_owner(self, owner_id: str, name: str) -> None:
         """Delete with its finished tasks; NotFound, or Conflict while tasks are queued."""
 

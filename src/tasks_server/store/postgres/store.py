@@ -51,7 +51,8 @@ from tasks_server.store.base import (
     TaskSignal,
 )
 from tasks_server.store.postgres.migrate import apply_migrations, is_migrated
-from tasks_server.store.postgres.notify import Notifications
+from tasks_server.store.postgres.notify import LOOK_AGAIN, Notifications
+from tasks_server.store.postgres.owner_cache import OwnerCache
 from tasks_server.store.signals import Signals, signal_of_change
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ _TYPES = {int: "bigint", str: "text", bytes: "bytea"}
 _CHANGE_FIELDS = tuple(f.name for f in msgspec.structs.fields(TaskChange) if f.name != "drop_lease")
 _STATES = {state.value: state for state in State}
 _QUEUE = frozenset(state.value for state in IN_QUEUE)
+# the parameters of register_tasks after the task arrays, in order
+_AFTER_ARRAYS = ("limits", "queue_states", "channel", "prefix")
 # a backup tick is claimed under this advisory lock, so two nodes never both check and claim
 _BACKUP_LOCK = "tasks_server:backup"
 _RETENTION_LOCK = "tasks_server:retention"
@@ -141,17 +144,29 @@ class PostgresStore:
         self.url = url
         columns = ", ".join(f.name for f in TASK_FIELDS)
         arrays = ", ".join(f"${n}::{_array_type(f)}" for n, f in enumerate(TASK_FIELDS, 1))
-        self._q = queries.load(PACKAGE, "queries", {"task_columns": columns, "task_arrays": arrays})
+        after = len(TASK_FIELDS)
+        self._q = queries.load(
+            PACKAGE,
+            "queries",
+            {
+                "task_columns": columns,
+                "task_arrays": arrays,
+                **{name: f"${after + n}" for n, name in enumerate(_AFTER_ARRAYS, 1)},
+            },
+        )
         self._pool: asyncpg.Pool | None = None
         self._signals = Signals()
         self._notifications: Notifications | None = None
+        self._owners = OwnerCache()
         self._registrations: Grouped[tuple[TaskRow, int], None] = Grouped(self._insert_group)
 
     # ---- lifetime ----
 
     async def open(self, *, create: bool = True) -> None:
         try:
-            pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE)
+            pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=POOL_SIZE, reset=_session_left_clean
+            )
         except asyncpg.exceptions.InvalidCatalogNameError as exc:
             raise StoreMissing(f"no database: {exc}") from None
         except CONNECTION_ERRORS as exc:
@@ -167,7 +182,9 @@ class PostgresStore:
             raise
         self._pool = pool
         # one channel per schema: several Tasks Servers may share a database
-        self._notifications = Notifications(self.url, f"tasks_server.{schema}", self._heard)
+        self._notifications = Notifications(
+            self.url, f"tasks_server.{schema}", self._heard, self._owners.forget
+        )
         await self._notifications.start()
 
     async def close(self) -> None:
@@ -182,6 +199,8 @@ class PostgresStore:
         return self._signals.subscribe(listener)
 
     def _heard(self, signal: TaskSignal) -> None:
+        if signal is LOOK_AGAIN:  # what other nodes said of their owners meanwhile is gone
+            self._owners.forget()
         self._signals.publish(signal)
 
     @asynccontextmanager
@@ -221,10 +240,19 @@ class PostgresStore:
             except asyncpg.exceptions.UniqueViolationError:
                 raise Conflict("Owner has already registered") from None
 
-    async def get_owner(self, owner_id: str) -> OwnerRow | None:
+    async def get_owner(self, owner_id: str, *, cached: bool = False) -> OwnerRow | None:
+        listening = self._notifications is not None and self._notifications.listening
+        if cached and listening and (known := self._owners.get(owner_id)) is not None:
+            return known
+        generation = self._owners.generation
         async with self._connection() as conn:
             row = await conn.fetchrow(self._q["get_owner"], owner_id)
-        return OwnerRow(*row) if row else None
+        if row is None:
+            return None
+        owner = OwnerRow(*row)
+        if listening:
+            self._owners.keep(owner, generation)
+        return owner
 
     async def delete_owner(self, owner_id: str, name: str) -> None:
         async with self._transaction() as conn:
@@ -234,13 +262,25 @@ class PostgresStore:
             if queued > 0:
                 raise Conflict("Owner still has RUNNING or PAUSED tasks")
             await conn.execute(self._q["delete_owner"], owner_id)
+            await self._owner_changed(conn, owner_id)
+        self._owners.forget(owner_id)
 
     async def replace_owner_key(self, owner_id: str, old_digest: bytes, new_digest: bytes) -> bool:
-        async with self._connection() as conn:
+        async with self._transaction() as conn:
             status = await conn.execute(
                 self._q["replace_owner_key"], owner_id, old_digest, new_digest
             )
-        return _count(status) == 1
+            replaced = _count(status) == 1
+            if replaced:
+                await self._owner_changed(conn, owner_id)
+        self._owners.forget(owner_id)
+        return replaced
+
+    async def _owner_changed(self, conn: Connection, owner_id: str) -> None:
+        """Tell the other nodes to forget the owner, in the caller's transaction."""
+        self._owners.forget(owner_id)  # and a read racing with the change is not kept
+        if self._notifications is not None:
+            await self._notifications.notify_owner_changed(conn, owner_id)
 
     # ---- tasks ----
 
@@ -249,43 +289,29 @@ class PostgresStore:
         self._signals.publish(TaskSignal(task.id, due_at=task.due_at))
 
     async def _insert_group(self, items: list[tuple[TaskRow, int]]) -> list[BaseException | None]:
-        """A group's registrations in one transaction: the owners locked in id order, the
-        limits checked, one INSERT, the counters moved, one NOTIFY."""
-        async with self._transaction() as conn:
-            owners = sorted({task.owner_id for task, _ in items})
-            counts: dict[str, int | None] = dict.fromkeys(owners)
-            for owner_id, queued in await conn.fetch(self._q["lock_owners"], owners):
-                counts[owner_id] = queued
-            results: list[BaseException | None] = []
-            fits: list[TaskRow] = []
-            for task, limit in items:
-                count = counts[task.owner_id]
-                if count is None:
-                    results.append(NotFound(task.owner_id))
-                elif count >= limit:
-                    results.append(LimitReached(limit))
-                else:
-                    counts[task.owner_id] = count + 1
-                    results.append(None)
-                    fits.append(task)
-            if not fits:
-                return results
-            columns = _columns(fits)
-            inserted = {row[0] for row in await conn.fetch(self._q["insert_tasks"], *columns)}
-            entered: dict[str, int] = {}
-            for n, (task, _) in enumerate(items):
-                if results[n] is not None:
-                    continue
-                if task.id not in inserted:
-                    results[n] = Conflict(f"a task {task.id} exists already")
-                elif task.state in _QUEUE:
-                    entered[task.owner_id] = entered.get(task.owner_id, 0) + 1
-            if entered:
-                await conn.execute(self._q["count_in_queue"], list(entered), list(entered.values()))
-            due = [task for task in fits if task.id in inserted and task.due_at is not None]
-            if due:
-                first = min(due, key=lambda task: task.due_at or 0)
-                await self._announce(conn, TaskSignal(first.id, due_at=first.due_at))
+        """A group's registrations in one statement (see register_tasks): one round trip,
+        since each one waits for a turn of a loop that is busy with the requests."""
+        assert self._notifications is not None, "store is not open"
+        tasks = [task for task, _ in items]
+        async with self._connection() as conn:
+            answers = await conn.fetch(
+                self._q["register_tasks"],
+                *_columns(tasks),
+                [limit for _, limit in items],
+                list(_QUEUE),
+                self._notifications.channel,
+                self._notifications.prefix,
+            )
+        results: list[BaseException | None] = []
+        for (task, limit), (owner_found, fits, inserted, _) in zip(items, answers, strict=True):
+            if not owner_found:
+                results.append(NotFound(task.owner_id))
+            elif not fits:
+                results.append(LimitReached(limit))
+            elif not inserted:
+                results.append(Conflict(f"a task {task.id} exists already"))
+            else:
+                results.append(None)
         return results
 
     async def get_task(self, owner_id: str, task_id: str) -> TaskRow | None:
@@ -494,6 +520,13 @@ def _task_row(row: asyncpg.Record) -> TaskRow:
 def _columns(rows: list[TaskRow] | list[AttemptRecord]) -> list[list[Any]]:
     """The rows as one list per column: the arrays that unnest() turns back into rows."""
     return [list(column) for column in zip(*map(msgspec.structs.astuple, rows), strict=True)]
+
+
+async def _session_left_clean(conn: Connection) -> None:
+    """The pool's reset of a returned connection, which asyncpg makes a round trip (RESET
+    ALL, UNLISTEN, advisory unlock) on every request. This store leaves no session state:
+    settings are SET LOCAL, advisory locks are transaction-scoped, LISTEN has a connection
+    of its own; and asyncpg still rolls back a transaction left open."""
 
 
 def _count(status: str) -> int:

@@ -136,7 +136,7 @@ class SqliteStore:
 
         await self._write(insert)
 
-    async def get_owner(self, owner_id: str) -> OwnerRow | None:
+    async def get_owner(self, owner_id: str, *, cached: bool = False) -> OwnerRow | None:
         # every authenticated request asks this: a primary-key read of a small,
         # cached table is cheaper on the loop than a hop to the reader thread
         def select(conn: sqlite3.Connection) -> OwnerRow | None:

@@ -1,6 +1,6 @@
 -- Every statement the PostgreSQL store runs, by name, in asyncpg's $n style.
 -- {task_columns} expands to the columns of model.records.TaskRow, in its order,
--- and {task_arrays} to one typed array parameter per column (for unnest).
+-- and {task_arrays} to one typed array parameter per column (for unnest), $1 to $N.
 
 -- name: insert_owner
 INSERT INTO owner (id, name, key_digest, created_at, tasks_in_queue) VALUES ($1, $2, $3, $4, 0);
@@ -27,11 +27,49 @@ UPDATE owner SET tasks_in_queue = owner.tasks_in_queue + d.delta
 FROM unnest($1::text[], $2::integer[]) AS d(id, delta)
 WHERE owner.id = d.id;
 
--- name: insert_tasks
--- a group's registrations in one statement; a duplicate id is left out, not an error
-INSERT INTO task ({task_columns}) SELECT * FROM unnest({task_arrays})
-ON CONFLICT (id) DO NOTHING
-RETURNING id;
+-- name: register_tasks
+-- A group's registrations in one statement, so one round trip and one commit: the owners
+-- locked in id order (two groups never wait for each other's owners; a locked row is read
+-- again at its newest version), each task admitted while its owner's queue stays within
+-- the task's limit, admitted tasks inserted (a duplicate id is left out, not an error),
+-- the counters moved by what entered the queue, and the first due time announced, which
+-- is delivered only when the statement commits. One row per task, in the given order.
+-- {limits}, {queue_states}, {channel} and {prefix} are the parameters after the arrays.
+WITH input AS (
+    SELECT * FROM unnest({task_arrays}, {limits}::integer[]) WITH ORDINALITY
+        AS i({task_columns}, queue_limit, position)
+),
+owners AS MATERIALIZED (
+    SELECT id, tasks_in_queue FROM owner
+    WHERE id IN (SELECT owner_id FROM input) ORDER BY id FOR UPDATE
+),
+placed AS (
+    SELECT input.position, owners.tasks_in_queue + row_number() OVER (
+        PARTITION BY input.owner_id ORDER BY input.position) <= input.queue_limit AS fits
+    FROM input JOIN owners ON owners.id = input.owner_id
+),
+inserted AS (
+    INSERT INTO task ({task_columns})
+    SELECT {task_columns} FROM input JOIN placed USING (position)
+    WHERE placed.fits ORDER BY position
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, owner_id, state, due_at
+),
+counted AS (
+    UPDATE owner SET tasks_in_queue = owner.tasks_in_queue + entered.count
+    FROM (SELECT owner_id, count(*) AS count FROM inserted
+          WHERE state = ANY({queue_states}::text[]) GROUP BY owner_id) AS entered
+    WHERE owner.id = entered.owner_id
+),
+announced AS (
+    SELECT pg_notify({channel}, {prefix} || first.id || '|' || first.due_at || '|0')
+    FROM (SELECT id, due_at FROM inserted WHERE due_at IS NOT NULL
+          ORDER BY due_at LIMIT 1) AS first
+)
+SELECT placed.position IS NOT NULL AS owner_found, coalesce(placed.fits, false) AS fits,
+       inserted.id IS NOT NULL AS inserted, (SELECT count(*) FROM announced) AS announced
+FROM input LEFT JOIN placed USING (position) LEFT JOIN inserted ON inserted.id = input.id
+ORDER BY input.position;
 
 -- name: get_task
 SELECT {task_columns} FROM task WHERE id = $1 AND owner_id = $2;
