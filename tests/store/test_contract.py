@@ -162,6 +162,11 @@ async def test_limit_is_atomic_under_concurrent_registrations(
     assert await queued(store, owner) == 10
 
 
+async def test_a_limit_beyond_32_bits_is_taken(store: Store, owner: OwnerRow) -> None:
+    await store.insert_task(task_row(owner.id), 10**12)
+    assert await queued(store, owner) == 1
+
+
 async def test_the_queue_count_follows_every_way_a_task_leaves_the_queue(
     store: Store, owner: OwnerRow
 ) -> None:

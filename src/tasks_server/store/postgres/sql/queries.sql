@@ -36,7 +36,7 @@ WHERE owner.id = d.id;
 -- is delivered only when the statement commits. One row per task, in the given order.
 -- {limits}, {queue_states}, {channel} and {prefix} are the parameters after the arrays.
 WITH input AS (
-    SELECT * FROM unnest({task_arrays}, {limits}::integer[]) WITH ORDINALITY
+    SELECT * FROM unnest({task_arrays}, {limits}::bigint[]) WITH ORDINALITY
         AS i({task_columns}, queue_limit, position)
 ),
 owners AS MATERIALIZED (
