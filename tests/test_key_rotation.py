@@ -20,7 +20,7 @@ from tasks_server.config import Settings
 from tasks_server.crypto import Cipher, DecryptionError
 from tasks_server.key_rotation import rotate_key
 from tests.conftest import Api, Owner, running_api
-from tests.targets import Target, wait_until
+from tests.targets import Reply, Target, wait_until
 
 OLD, NEW = "old-cipher-key-A", "new-cipher-key-B"
 FINAL = ("SUCCESS", "ERROR")
@@ -184,3 +184,19 @@ def test_rotate_key_in_several_batches(tmp_path: Path, target: Target) -> None:
     cipher = Cipher(NEW)
     for row in sealed_rows(tmp_path):
         cipher.open(row[1], row[0])
+
+
+def test_rotate_key_reseals_the_errors_of_every_attempt(tmp_path: Path, target: Target) -> None:
+    target.script("/fails", always=Reply(500, b""))
+    with running_api(tmp_path, cipher_key=OLD) as api:
+        owner = api.owner()
+        body = payload(target, "/fails")
+        body["config"] |= {"retry": 1, "retryInterval": 10}
+        failed = api.task(owner, body)
+        api.wait_state(owner, failed["id"], "ERROR")
+    result = rotate(tmp_path, CIPHER_KEY=NEW, CIPHER_KEY_PREVIOUS=OLD)
+    assert result.exit_code == 0, result.output
+    with running_api(tmp_path, cipher_key=NEW) as api:  # the new key alone
+        reply = api.http.get(f"/v1/queues/{failed['id']}/attempts", headers=owner.headers)
+        assert reply.status_code == 200, reply.text
+        assert [a["error"] for a in reply.json()] == ["HTTP 500", "HTTP 500"]

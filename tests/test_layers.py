@@ -21,31 +21,38 @@ PACKAGE = Path(tasks_server.__file__).parent
 # package of tasks_server); parts not listed may import nothing of the package
 FLOORS: dict[str, set[str]] = {
     "model": set(),
+    "observer": set(),
+    "logs": set(),
     "config": set(),
     "files": set(),
     "crypto": {"files"},
     "codec": {"crypto", "model"},
-    "store": {"model", "config", "files"},
+    "store": {"model", "config", "files", "observer"},
     "dispatch": {"model", "config"},
-    "scheduler": {"model", "store", "dispatch", "codec", "crypto"},
-    "api": {"model", "store", "codec", "crypto", "config"},
+    "scheduler": {"model", "store", "dispatch", "codec", "crypto", "observer"},
+    "metrics": {"model", "store"},
+    "api": {"model", "store", "codec", "crypto", "config", "metrics"},
     "backup": {"model", "store", "config", "crypto", "files"},
     "key_rotation": {"model", "store", "codec", "crypto", "config"},
-    "cluster": {"config"},
+    "cluster": {"config", "metrics"},
     "retention": {"model", "store"},
+    "dashboard": set(),
     "app": {
         "api",
+        "dashboard",
         "backup",
         "codec",
         "config",
         "crypto",
         "dispatch",
+        "logs",
+        "metrics",
         "model",
         "retention",
         "scheduler",
         "store",
     },
-    "runtime": {"app", "cluster", "config", "crypto", "store"},
+    "runtime": {"app", "cluster", "config", "crypto", "logs", "store"},
     "cli": {"runtime", "backup", "key_rotation", "config", "crypto", "store"},
 }
 
@@ -53,6 +60,10 @@ FLOORS: dict[str, set[str]] = {
 def part_of(module: str) -> str:
     """`tasks_server.store.sqlite.store` -> `store`."""
     return module.split(".")[1]
+
+
+def is_part(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name).is_dir()
 
 
 def modules() -> Iterator[tuple[str, Path]]:
@@ -70,8 +81,10 @@ def imported(path: Path) -> Iterator[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
-            if node.module == "tasks_server":
-                names = [f"tasks_server.{alias.name}" for alias in node.names]
+            if node.module == "tasks_server":  # the package's parts; its __version__ is not one
+                names = [
+                    f"tasks_server.{alias.name}" for alias in node.names if is_part(alias.name)
+                ]
         else:
             continue
         yield from (name for name in names if name.startswith("tasks_server."))

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from tasks_server.cli import main
 from tests.conftest import database_url_for, make_settings, running
-from tests.targets import Target
+from tests.targets import Reply, Target
 
 OLD, NEW = "the-old-cipher-key", "the-new-cipher-key"
 
@@ -36,6 +36,9 @@ def test_rotate_key_on_postgresql(tmp_path: Path, postgres: str, target: Target)
             "metadata": {"tag": "kept"},
         }
         task = api.task(owner, body)
+        target.script("/fails", always=Reply(503, b""))
+        failed = api.task(owner, {"httpRequest": {"url": target.url("/fails"), "method": "GET"}})
+        api.wait_state(owner, failed["id"], "ERROR")
 
         refused = run("rotate-key", url=postgres, CIPHER_KEY=NEW, CIPHER_KEY_PREVIOUS=OLD)
         assert refused.exit_code == 1
@@ -44,10 +47,12 @@ def test_rotate_key_on_postgresql(tmp_path: Path, postgres: str, target: Target)
 
     rotated = run("rotate-key", url=postgres, CIPHER_KEY=NEW, CIPHER_KEY_PREVIOUS=OLD)
     assert rotated.exit_code == 0, rotated.output
-    assert "Re-encrypted 1 of 1 tasks" in rotated.output
+    assert "Re-encrypted 2 of 2 tasks" in rotated.output
 
     with running(make_settings(tmp_path, database_url=postgres, cipher_key=NEW)) as api:
         assert api.get(owner, task["id"])["metadata"] == {"tag": "kept"}
+        history = api.http.get(f"/v1/queues/{failed['id']}/attempts", headers=owner.headers)
+        assert [a["error"] for a in history.json()] == ["HTTP 503"]
         assert api.http.post(f"/v1/queues/{task['id']}/execute", headers=owner.headers)
         assert api.wait_state(owner, task["id"], "SUCCESS")["statusCode"] == 200
 

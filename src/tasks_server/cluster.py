@@ -15,15 +15,20 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 from types import FrameType
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from tasks_server.config import Settings
+from tasks_server.metrics import MULTIPROCESS_DIR as METRICS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +69,22 @@ class Supervisor:
     def run(self) -> int:
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop_signal, self._on_stop_signal)
-        log.info("Cluster mode: starting %d workers", self._settings.instances)
-        self._workers = [self._start() for _ in range(self._settings.instances)]
-        while not self._stopping:
-            time.sleep(0.2)
-            self._replace_dead_workers()
-        self._stop_workers()
-        self._sock.close()
+        # the workers' metrics, in files one scrape of any worker reads together
+        metrics_dir = os.environ.get(METRICS_DIR) or tempfile.mkdtemp(prefix="tasks-metrics-")
+        own_dir = METRICS_DIR not in os.environ
+        os.environ[METRICS_DIR] = metrics_dir  # spawned workers inherit it
+        try:
+            log.info("Cluster mode: starting %d workers", self._settings.instances)
+            self._workers = [self._start() for _ in range(self._settings.instances)]
+            while not self._stopping:
+                time.sleep(0.2)
+                self._replace_dead_workers()
+            self._stop_workers()
+        finally:
+            self._sock.close()
+            if own_dir:
+                del os.environ[METRICS_DIR]
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         return self._status
 
     def _start(self) -> SpawnProcess:
@@ -90,6 +104,9 @@ class Supervisor:
                 log.error("A worker could not start (see above); stopping the cluster")
                 self._stopping, self._status = True, STARTUP_FAILURE
                 return
+            if process.pid is not None:
+                # its gauges go; its counters still count
+                mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
             log.error(
                 "Worker %d exited (status %s); starting another in %.0f s",
                 process.pid,

@@ -28,6 +28,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cipher_key: str = ""
     cipher_key_previous: tuple[str, ...] = ()  # older keys, tried after CIPHER_KEY to read rows
     log: bool = False
+    log_format: str = "text"  # or "json": every line one JSON object
+    log_access: bool = False
+    attempt_history: int = 20  # attempts kept per task (model.records.ATTEMPT_HISTORY)
+    metrics_token: str = ""  # when set, /metrics needs it as a Bearer token
+    admin_token: str = ""  # when set, the dashboard's operator view opens with it
     max_size_body_request: int = 32768
     max_size_data_response: int = 32768
     max_tasks_in_queue: int = 1000
@@ -98,8 +103,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def database_label(self) -> str:
-        """Where the database is, for people: the SQLite path, or the URL without password."""
-        return redact_url(self.database_url) if self.database_url else self.path_sqlite
+        """Where the database is, for people: the SQLite file's absolute path (a server
+        started from another directory says so), or the URL without its password."""
+        if self.database_url:
+            return redact_url(self.database_url)
+        return str(Path(self.path_sqlite).resolve())
 
     @property
     def data_dir(self) -> Path:
@@ -229,6 +237,12 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
+def _log_format(raw: str) -> str:
+    if raw not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return raw
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -246,6 +260,11 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("CIPHER_KEY", "cipher_key", str),
     ("CIPHER_KEY_PREVIOUS", "cipher_key_previous", _key_list),
     ("LOG", "log", _flag),
+    ("LOG_FORMAT", "log_format", _log_format),
+    ("LOG_ACCESS", "log_access", _flag),
+    ("ATTEMPT_HISTORY", "attempt_history", _positive_int),
+    ("METRICS_TOKEN", "metrics_token", _bearer_token),
+    ("ADMIN_TOKEN", "admin_token", _bearer_token),
     ("MAX_SIZE_BODY_REQUEST", "max_size_body_request", _positive_int),
     ("MAX_SIZE_DATA_RESPONSE", "max_size_data_response", _positive_int),
     ("MAX_TASKS_IN_QUEUE", "max_tasks_in_queue", _positive_int),

@@ -87,13 +87,18 @@ def _resealed(codec: TaskCodec, task: SealedColumns, unreadable: list[str]) -> S
             codec.reseal(task.id, column, value)
             for column, value in zip(SEALED_COLUMNS, values, strict=True)
         ]
+        # an attempt's error is sealed as the task's error is
+        attempts = [
+            (number, codec.reseal(task.id, "error", error)) for number, error in task.attempt_errors
+        ]
     except DecryptionError:
         unreadable.append(task.id)
         return None
-    if all(value is None for value in fresh):
+    if all(value is None for value in fresh) and all(new is None for _, new in attempts):
         return None
     columns = {
         column: old if new is None else new
         for column, old, new in zip(SEALED_COLUMNS, values, fresh, strict=True)
     }
-    return SealedColumns(id=task.id, **columns)
+    resealed = tuple((number, new) for number, new in attempts if new is not None)
+    return SealedColumns(id=task.id, **columns, attempt_errors=resealed)

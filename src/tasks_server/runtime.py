@@ -19,6 +19,7 @@ from tasks_server.app import create_app
 from tasks_server.cluster import STARTUP_FAILURE, Supervisor, bind_socket
 from tasks_server.config import Settings, SettingsError
 from tasks_server.crypto import load_or_create_secret
+from tasks_server.logs import configure_logging
 from tasks_server.store import open_store
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,10 @@ class StartError(Exception):
     """The server cannot start (not a setting's fault, e.g. the port is taken)."""
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(message)s",
-        level=logging.WARNING,
+def set_up_logging(settings: Settings) -> None:
+    configure_logging(
+        verbose=settings.log, json=settings.log_format == "json", access=settings.log_access
     )
-    logging.getLogger("tasks_server").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -54,7 +52,7 @@ def serve(settings: Settings) -> None:
     """One server until SIGTERM or SIGINT; with CLUSTER_MODE, the supervisor of several."""
     if settings.tls:
         check_tls_files(settings)
-    configure_logging(settings.log)
+    set_up_logging(settings)
     if settings.cluster_mode:
         sys.exit(serve_cluster(settings))
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -85,7 +83,7 @@ async def prepare_database(settings: Settings) -> None:
 
 
 def run_cluster_worker(settings: Settings, sock: socket.socket) -> None:
-    configure_logging(settings.log)
+    set_up_logging(settings)
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, exit_cleanly)
     run_server(settings, sock)
@@ -99,8 +97,8 @@ def run_server(settings: Settings, sock: socket.socket | None = None) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        log_level="warning",  # our own start-up line says where we listen
-        access_log=False,
+        log_config=None,  # logs.py has set up every logger, uvicorn's included
+        access_log=settings.log_access,
         timeout_graceful_shutdown=max(1, settings.shutdown_grace_ms // 1000 + 1),
         **server_options(settings),
     )

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 import msgspec
 from ulid import ULID
@@ -26,11 +27,18 @@ from tasks_server.codec import TaskCodec
 from tasks_server.crypto import DecryptionError
 from tasks_server.dispatch.sender import Sender
 from tasks_server.model.lifecycle import State
-from tasks_server.model.outcome import AttemptResult, plan_outcome
-from tasks_server.model.records import AttemptRecord, Claim, ClaimedTask
+from tasks_server.model.outcome import AttemptResult, AttemptTimings, plan_outcome
+from tasks_server.model.records import (
+    ATTEMPT_HISTORY,
+    AttemptLog,
+    AttemptRecord,
+    Claim,
+    ClaimedTask,
+)
 from tasks_server.model.retry import retry_policy
 from tasks_server.model.spec import TaskSpec
 from tasks_server.model.timing import now_ms
+from tasks_server.observer import NO_OBSERVER, Observer
 from tasks_server.store.base import Store, TaskSignal
 from tasks_server.store.instances import HOST
 
@@ -45,6 +53,7 @@ IDLE_POLL_S = 1.0  # other processes may add tasks; look again at least this oft
 HEARTBEAT_S = 1.0
 CLAIM_RETRY_S = 0.5  # after a failed claim (database busy or read-only)
 RECORD_TRIES_AT_STOP = 3  # then the outcomes are left to the leases
+ABORTED = "aborted"  # the error of an attempt stopped by a pause, revoke, delete or stop
 MIN_CLAIM = 128  # while busy, wait for this many free slots: a claim costs the same for 1 or 500
 
 
@@ -60,6 +69,8 @@ class Scheduler:
         max_in_flight: int,
         stale_after_ms: int,
         shutdown_grace_ms: int,
+        history: int = ATTEMPT_HISTORY,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.instance_id = str(ULID())
         self._store = store
@@ -69,6 +80,8 @@ class Scheduler:
         self._stale_after_ms = stale_after_ms
         self._grace_s = shutdown_grace_ms / 1000
         self._sender = sender
+        self._history = history
+        self._observer = observer
         self._wake = asyncio.Event()
         # a task due before this (ms) wakes the claim loop: when it looks again by itself
         # while it sleeps, and any time while it claims (it may miss what commits meanwhile)
@@ -79,6 +92,7 @@ class Scheduler:
         self._claimed: dict[str, ClaimedTask] = {}
         self._claim_size = FIRST_CLAIM
         self._records: list[AttemptRecord] = []
+        self._attempts: list[AttemptLog] = []  # the history of each attempt that ended
         self._records_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -198,28 +212,82 @@ class Scheduler:
             # keep the task: its lease expires and it is tried again, e.g. with the right key
             log.error("Task %s cannot be read (%s); it stays queued", claimed.id, exc)
             return
+        started_at = now_ms()
+        self._observer.attempt_started(max(0, started_at - claimed.due_at) / 1000)
         future = self._sender.perform(spec, claimed, now)
         self._in_flight[claimed.id] = future
-        future.add_done_callback(lambda done: self._on_attempt_done(claimed, spec, done))
+        self._observer.attempts_in_flight(len(self._in_flight))
+        future.add_done_callback(
+            lambda done: self._on_attempt_done(claimed, spec, started_at, done)
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts on the wire now."""
+        return len(self._in_flight)
+
+    @property
+    def running(self) -> bool:
+        """Claiming and recording, as a readiness probe asks."""
+        return bool(self._tasks) and not self._stopping and not any(t.done() for t in self._tasks)
 
     def _on_attempt_done(
-        self, claimed: ClaimedTask, spec: TaskSpec, future: asyncio.Future[AttemptResult]
+        self,
+        claimed: ClaimedTask,
+        spec: TaskSpec,
+        started_at: int,
+        future: asyncio.Future[AttemptResult],
     ) -> None:
         if self._in_flight.get(claimed.id) is future:
             del self._in_flight[claimed.id]
+            self._observer.attempts_in_flight(len(self._in_flight))
         self._wake.set()  # a slot is free
+        ended_at = now_ms()
         if future.cancelled():
-            return  # aborted by pause, revoke, delete or shutdown: nothing to record
+            # aborted by pause, revoke, delete or shutdown: its outcome counts for nothing,
+            # but it happened (the history of a deleted task is gone with it)
+            self._attempts.append(self._attempt_log(claimed, started_at, ended_at, None))
+            self._records_ready.set()
+            return
         result = future.result()
-        record = plan_outcome(claimed, retry_policy(spec), result, now_ms())
+        self._observer.attempt_finished(
+            result.succeeded, result.status_code, (ended_at - started_at) / 1000
+        )
+        record = plan_outcome(claimed, retry_policy(spec), result, ended_at)
         record = msgspec.structs.replace(
             record,
             response=self._codec.seal_response(claimed.id, record.response),
-            error=self._codec.seal_error(claimed.id, result.error),
+            error=self._codec.seal_error(claimed.id, result.failure),
         )
-        _log_outcome(record, result)
+        if log.isEnabledFor(logging.INFO):
+            _log_outcome(record, result, spec, claimed.attempts)
         self._records.append(record)
+        self._attempts.append(self._attempt_log(claimed, started_at, ended_at, result))
         self._records_ready.set()
+
+    def _attempt_log(
+        self, claimed: ClaimedTask, started_at: int, ended_at: int, result: AttemptResult | None
+    ) -> AttemptLog:
+        """The history row of an attempt; `result` None: aborted."""
+        failure = ABORTED if result is None else result.failure
+        timings = (result.timings if result else None) or AttemptTimings()
+        return AttemptLog(
+            task_id=claimed.id,
+            number=claimed.attempts,
+            due_at=claimed.due_at,
+            started_at=started_at,
+            ended_at=ended_at,
+            status_code=result.status_code if result else 0,
+            error=self._codec.seal_error(claimed.id, failure),
+            response_bytes=result.response_bytes if result else 0,
+            http_version=result.http_version if result else None,
+            remote_address=result.remote_address if result else None,
+            dns_ms=timings.dns_ms,
+            connect_ms=timings.connect_ms,
+            tls_ms=timings.tls_ms,
+            first_byte_ms=timings.first_byte_ms,
+            total_ms=timings.total_ms if result else ended_at - started_at,
+        )
 
     async def _record_loop(self) -> None:
         while not self._stopping:
@@ -229,10 +297,11 @@ class Scheduler:
 
     async def _flush_records(self) -> None:
         failures = 0
-        while self._records:
+        while self._records or self._attempts:
             batch, self._records = self._records, []
+            attempts, self._attempts = self._attempts, []
             try:
-                await self._store.record_attempts(batch)
+                await self._store.record_attempts(batch, attempts, history=self._history)
             except Exception as exc:
                 failures += 1
                 if self._stopping and failures >= RECORD_TRIES_AT_STOP:
@@ -243,6 +312,7 @@ class Scheduler:
                 # rather than drop them and send the requests again when their leases end
                 log.error("Could not record %d outcomes yet: %s", len(batch), exc)
                 self._records = batch + self._records
+                self._attempts = attempts + self._attempts
                 await asyncio.sleep(0.5)
                 continue
             if any(record.due_at is not None for record in batch):
@@ -267,24 +337,32 @@ class Scheduler:
             self._wake.set()
 
 
-def _log_outcome(record: AttemptRecord, result: AttemptResult) -> None:
+def _log_outcome(record: AttemptRecord, result: AttemptResult, spec: TaskSpec, number: int) -> None:
+    """LOG=1: one line per attempt, with the fields a JSON line carries."""
+    request = spec.http_request
+    host = urlsplit(request.url).hostname or ""
+    fields = {
+        "task_id": record.id,
+        "attempt": number,
+        "method": request.method,
+        "host": host,
+        "status_code": result.status_code,
+        "state": record.state.value,
+        "error": result.failure,
+    }
+    what = f"{request.method} {host} -> {result.status_code or result.error}"
     if record.state == State.RUNNING:
         log.info(
-            "Task %s attempt failed (status %d%s); retry %d at %d",
+            "Task %s attempt %d failed: %s; retry %d at %d",
             record.id,
-            result.status_code,
-            f", {result.error}" if result.error else "",
+            number,
+            what,
             record.retry_count,
             record.estimate_next_retry_at,
+            extra={**fields, "retry_at": record.estimate_next_retry_at},
         )
     else:
-        log.info(
-            "Task %s %s (status %d%s)",
-            record.id,
-            record.state,
-            result.status_code,
-            f", {result.error}" if result.error else "",
-        )
+        log.info("Task %s attempt %d %s: %s", record.id, number, record.state, what, extra=fields)
 
 
 async def _quietly(task: asyncio.Task[None]) -> None:

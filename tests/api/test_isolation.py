@@ -30,6 +30,7 @@ EDIT = {
 ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/v1/queues/{task_id}", None),
     ("GET", "/v1/queues/{task_id}/config", None),
+    ("GET", "/v1/queues/{task_id}/attempts", None),
     ("PATCH", "/v1/queues/{task_id}", EDIT),
     ("PATCH", "/v1/queues/{task_id}/pause", None),
     ("PATCH", "/v1/queues/{task_id}/resume", None),

@@ -238,7 +238,7 @@ def test_two_workers_share_the_work_and_stop_on_sigterm(
     assert now_ms() - asked < 15_000
     assert not [pid for pid in workers if alive(pid)]  # joined by the supervisor
     wait_until(lambda: not [pid for pid in processes if alive(pid)], timeout=5)
-    assert served.log().count("Stopped instance") == 2
+    assert served.log().count("Tasks Server stopped") == 2
 
 
 def test_a_pause_on_either_worker_aborts_the_request_in_flight(
@@ -306,7 +306,7 @@ def test_one_key_file_shared_by_every_worker(
         reads += 1
     print("reads per worker:", answered)
     assert served.stop(signal.SIGINT, timeout=20) == 0
-    assert served.log().count("Stopped instance") == 2
+    assert served.log().count("Tasks Server stopped") == 2
     assert [p.name for p in data_dir.iterdir() if "key" in p.name] == [KEY_FILE_NAME]
 
 
@@ -365,7 +365,7 @@ def test_workers_exit_when_the_supervisor_is_killed(cluster: Callable[..., Clust
     served.kill()  # SIGKILL
     assert served.proc.returncode == -signal.SIGKILL
     wait_until(lambda: not [pid for pid in processes if alive(pid)], timeout=15, interval=0.05)
-    assert served.log().count("Stopped instance") == 2  # each stopped gracefully (SIGTERM)
+    assert served.log().count("Tasks Server stopped") == 2  # each stopped gracefully (SIGTERM)
 
     def port_free() -> bool:
         with socket.socket() as sock:
@@ -431,7 +431,7 @@ def test_a_worker_that_cannot_start_stops_the_cluster(tmp_path: Path) -> None:
     result = run_serve(tmp_path, BACKUP_METHOD_SQLITE="OBJECT_STORAGE", **env)
     # (run_serve returning at all means no worker kept the output pipe open)
     assert result.returncode == 3, result
-    assert "needs BACKUP_OBJECT_STORAGE_BUCKET_NAME" in result.stderr
+    assert "needs BACKUP_OBJECT_STORAGE_BUCKET_NAME" in result.stdout  # every line: stdout
     assert "A worker could not start (see above); stopping the cluster" in result.stdout
     assert "listening on" not in result.stdout
     assert "starting another" not in result.stdout  # not restarted in a loop
@@ -447,3 +447,27 @@ def test_a_database_that_cannot_be_created_stops_the_cluster_before_any_worker(
     assert "/proc/no-such-dir" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert "Cluster mode" not in result.stdout
+
+
+def test_one_scrape_sees_every_worker(cluster: Callable[..., Cluster], target: Target) -> None:
+    """prometheus-client's multiprocess files: each worker counts what it did, and any
+    worker's /metrics sums them all (what one worker alone did is less)."""
+    served = cluster()
+    served.wait_listening(2)
+    owner = served.owner("metrics-owner")
+    ids = register(served, owner, [target.url(f"/m/{i}") for i in range(200)])
+    wait_success(served, owner, ids)
+
+    def totals() -> set[tuple[float, float]]:
+        found = set()
+        for _ in range(6):  # new connections: both workers answer some of them
+            text = served.fresh("GET", "/metrics").text
+            values = dict(re.findall(r"^(tasks_\w+_total(?:\{[^}]*\})?) (\S+)$", text, re.M))
+            attempts = values.get('tasks_attempts_total{outcome="success",status_class="2xx"}')
+            found.add((float(values["tasks_registered_total"]), float(attempts or 0)))
+        return found
+
+    assert totals() == {(200.0, 200.0)}
+    workers = served.workers()
+    served.stop(signal.SIGTERM, timeout=20)
+    assert not [pid for pid in workers if alive(pid)]

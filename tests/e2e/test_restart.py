@@ -98,7 +98,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_keep_tasks(
     asked = time.monotonic()
     assert first.stop(signal.SIGTERM) == 0
     assert time.monotonic() - asked < 8  # the in-flight request was given up after the grace
-    assert "Stopped instance" in first.log()
+    assert "Tasks Server stopped" in first.log()
 
     second = serve()
     # the request cut off by the stop is sent again at once
@@ -111,5 +111,5 @@ def test_sigterm_and_sigint_stop_cleanly_and_keep_tasks(
     assert kept["state"] == "RUNNING"
     assert kept["estimateExecutionAt"] == later["estimateExecutionAt"]
     assert second.stop(signal.SIGINT) == 0
-    assert "Stopped instance" in second.log()
+    assert "Tasks Server stopped" in second.log()
     assert target.arrivals_at("/later") == []

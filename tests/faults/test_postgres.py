@@ -62,10 +62,16 @@ def test_postgresql_going_away_answers_503_and_drops_no_outcome(
             read = served.http.get(f"/v1/queues/{tasks[0]['id']}", headers=owner.headers)
             assert read.status_code == 503, read.text
         assert served.http.get("/status").status_code == 200  # the process itself answers
+        assert served.http.get("/health").json() == {"status": "ok"}
+        ready = served.http.get("/ready")  # but a load balancer sends it nothing meanwhile
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "unavailable"
+        assert ready.json()["reason"].startswith("the database does not answer")
         # the five answers arrive while the database is away: kept, not dropped
         wait_until(lambda: "Could not record" in served.log(), timeout=10)
 
         let_in(own_database)
+        wait_until(lambda: served.http.get("/ready").status_code == 200, timeout=15)
         for task in tasks:
             done = served.wait(owner, task["id"], lambda t: t["state"] != "RUNNING", timeout=30)
             assert (done["state"], done["statusCode"]) == ("SUCCESS", 200)

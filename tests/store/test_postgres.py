@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks_server.model.lifecycle import State
 from tasks_server.model.records import OwnerRow
 from tasks_server.store.base import StoreMissing, StoreUnavailable
 from tasks_server.store.postgres import PostgresStore
@@ -18,7 +19,7 @@ from tasks_server.store.postgres.migrate import latest_schema_version
 from tests.conftest import make_settings
 from tests.database import rows
 from tests.pg import SERVER, fresh_schema, psql
-from tests.store.helpers import owner_row
+from tests.store.helpers import owner_row, task_row
 
 
 @pytest.fixture
@@ -114,3 +115,26 @@ async def test_owners_are_read_again_while_the_other_nodes_cannot_be_heard(
         return found is not None and found.name == "renamed"
 
     await eventually(read_again)
+
+
+async def test_count_deltas_fold_into_one_row_per_owner_and_state(url: str) -> None:
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        owner = owner_row()
+        await store.create_owner(owner)
+        for _ in range(5):
+            await store.insert_task(task_row(owner.id), 100)
+        before = await store.count_tasks(owner.id)
+        assert before[State.RUNNING] == 5
+        assert len(psql(f"SELECT 1 FROM {schema_of(url)}.task_count").splitlines()) >= 2
+        await store.fold_task_counts()
+        assert await store.count_tasks(owner.id) == before
+        folded = psql(f"SELECT owner_id, state, tasks FROM {schema_of(url)}.task_count")
+        assert folded.splitlines() == [f"{owner.id}|RUNNING|5"]
+    finally:
+        await store.close()
+
+
+def schema_of(url: str) -> str:
+    return url.rsplit("search_path=", 1)[1]

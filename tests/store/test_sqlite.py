@@ -67,6 +67,7 @@ def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
         (2, "0002_backups.sql"),
         (3, "0003_queue_counter_on_insert.sql"),
         (4, "0004_finished_index.sql"),
+        (5, "0005_attempts_and_counts.sql"),
     ]
     # a second start applies nothing and keeps the data
     with running(settings) as api:
@@ -92,10 +93,11 @@ def test_apply_migrations_on_an_empty_file(tmp_path: Path) -> None:
             "0002_backups.sql",
             "0003_queue_counter_on_insert.sql",
             "0004_finished_index.sql",
+            "0005_attempts_and_counts.sql",
         ]
         assert apply_migrations(conn) == []
         rows = conn.execute("SELECT version FROM schema_migration").fetchall()
-        assert rows == [(1,), (2,), (3,), (4,)]
+        assert rows == [(1,), (2,), (3,), (4,), (5,)]
     finally:
         conn.close()
 

@@ -34,6 +34,12 @@ async def authenticate(request: Request, store: Store) -> OwnerRow:
     return owner
 
 
+def bearer_token(request: Request) -> str | None:
+    """The request's `Authorization: Bearer <token>`, if it has one."""
+    found = _BEARER_TOKEN.match(request.headers.get("authorization", ""))
+    return found.group(1) if found else None
+
+
 def check_registration_token(request: Request, token: str) -> None:
     """Pass when `token` is empty (registration is open) or the request carries it.
 

@@ -36,9 +36,15 @@ STRUCTS = (
     TaskSpec,
     schemas.OwnerRegistration,
     schemas.ListQuery,
+    schemas.AttemptsQuery,
     schemas.OwnerCreated,
     schemas.OwnerView,
     schemas.TaskView,
+    schemas.AttemptView,
+    schemas.TaskCounts,
+    schemas.Health,
+    schemas.ActivityPoint,
+    schemas.Overview,
     schemas.Done,
     schemas.ErrorBody,
 )
@@ -88,7 +94,8 @@ def openapi_document(
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
             operation, components, settings, endpoints
         )
-    del components["ListQuery"]  # its fields are the query parameters of listTasks
+    for query in {operation.query for operation in endpoints if operation.query}:
+        del components[query]  # its fields are the query parameters of its operation
     headers: dict[str, Any] = {
         name: {"description": text, "schema": {"type": kind}}
         for name, (text, kind) in _RATE_LIMIT_HEADERS.items()
@@ -112,7 +119,10 @@ def openapi_document(
         "tags": [
             {"name": "owners", "description": "Who registers tasks: a name, an id and a key"},
             {"name": "queues", "description": "Tasks: an HTTP request, when and how to retry"},
-            {"name": "service", "description": "Liveness and this documentation"},
+            {
+                "name": "service",
+                "description": "Health, readiness, metrics and this documentation",
+            },
         ],
         "paths": paths,
         "components": {

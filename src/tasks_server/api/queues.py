@@ -14,13 +14,27 @@ from tasks_server.api.decoding import parse_query
 from tasks_server.api.errors import ApiError
 from tasks_server.api.http import json_response, read_json
 from tasks_server.api.masking import masked_view
-from tasks_server.api.schemas import Done, ListQuery, TaskView
+from tasks_server.api.schemas import (
+    AttemptsQuery,
+    AttemptTimingsView,
+    AttemptView,
+    Done,
+    ListQuery,
+    TaskCounts,
+    TaskView,
+)
 from tasks_server.api.services import Services, services
 from tasks_server.model import actions
 from tasks_server.model.canonical import parse_task_spec
 from tasks_server.model.edit import check_patch_shape, edit
 from tasks_server.model.lifecycle import State, TransitionRefused
-from tasks_server.model.records import ORDER_COLUMNS, ListParams, TaskChange, TaskRow
+from tasks_server.model.records import (
+    ORDER_COLUMNS,
+    AttemptLog,
+    ListParams,
+    TaskChange,
+    TaskRow,
+)
 from tasks_server.model.registration import new_task_row
 from tasks_server.model.timing import now_ms
 from tasks_server.model.validation import ValidationFailed
@@ -42,6 +56,7 @@ async def register_task(request: Request) -> Response:
         ) from None
     except NotFound:
         raise ApiError(403) from None  # the owner was deleted since it was authenticated
+    ctx.observer.tasks_registered(1)
     return json_response(request, task_view(ctx, row), 201)
 
 
@@ -61,6 +76,7 @@ async def list_tasks(request: Request) -> Response:
         order=ORDER_COLUMNS[query.order],
         descending=query.sort == "desc",
         state=State(query.state) if query.state else None,
+        after=query.after.upper() if query.after else None,
     )
     rows = await ctx.store.list_tasks(params)
     return json_response(request, [task_view(ctx, row) for row in rows])
@@ -151,6 +167,47 @@ def _task_id(request: Request) -> str:
     if not ULID_PATTERN.match(task_id):
         raise ValidationFailed({"id": "Invalid task id: expected a 26-character ULID"})
     return task_id.upper()
+
+
+async def list_attempts(request: Request) -> Response:
+    ctx = services(request)
+    owner = await authenticate(request, ctx.store)
+    task_id = _task_id(request)
+    query = parse_query(
+        request.query_params.multi_items(), AttemptsQuery, ignore=frozenset({"pretty"})
+    )
+    found = await ctx.store.list_attempts(owner.id, task_id, query.before, query.limit)
+    if found is None:
+        raise ApiError(404, "Task not found")
+    return json_response(request, [attempt_view(ctx, attempt) for attempt in found])
+
+
+async def count_tasks(request: Request) -> Response:
+    ctx = services(request)
+    owner = await authenticate(request, ctx.store)
+    counts = await ctx.store.count_tasks(owner.id)
+    return json_response(request, TaskCounts(**{state.value: n for state, n in counts.items()}))
+
+
+def attempt_view(ctx: Services, attempt: AttemptLog) -> AttemptView:
+    return AttemptView(
+        number=attempt.number,
+        due_at=attempt.due_at,
+        started_at=attempt.started_at,
+        ended_at=attempt.ended_at,
+        status_code=attempt.status_code,
+        error=ctx.codec.open_error(attempt.task_id, attempt.error),
+        response_bytes=attempt.response_bytes,
+        http_version=attempt.http_version,
+        remote_address=attempt.remote_address,
+        timings=AttemptTimingsView(
+            dns_ms=round(attempt.dns_ms, 3),
+            connect_ms=round(attempt.connect_ms, 3),
+            tls_ms=round(attempt.tls_ms, 3),
+            first_byte_ms=round(attempt.first_byte_ms, 3),
+            total_ms=round(attempt.total_ms, 3),
+        ),
+    )
 
 
 def task_view(ctx: Services, row: TaskRow) -> TaskView:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tasks_server.api import docs, owners, queues, status
+from tasks_server.api import admin, docs, owners, queues, status
 
 Handler = Callable[[Request], Awaitable[Response]]
 JSON = "application/json"
@@ -50,6 +50,39 @@ _ANSWERS_TASK = (400, 404, 409)
 ROUTES: tuple[Endpoint, ...] = (
     Endpoint(
         "GET", "/status", status.status, "status", "Liveness", None, auth="none", media="text/plain"
+    ),
+    Endpoint(
+        "GET",
+        "/health",
+        status.health,
+        "health",
+        "The process answers (a liveness probe)",
+        "Health",
+        auth="none",
+        throttled=False,
+    ),
+    Endpoint(
+        "GET",
+        "/ready",
+        status.ready,
+        "ready",
+        "The database answers and the scheduler runs (a readiness probe); 503 with the reason",
+        "Health",
+        (503,),
+        auth="none",
+        throttled=False,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        status.metrics,
+        "metrics",
+        "Prometheus metrics (with METRICS_TOKEN set: `Authorization: Bearer <token>`)",
+        None,
+        (401,),
+        auth="none",
+        media="text/plain",
+        throttled=False,
     ),
     Endpoint(
         "POST",
@@ -116,7 +149,26 @@ ROUTES: tuple[Endpoint, ...] = (
         array=True,
         query="ListQuery",
     ),
+    Endpoint(
+        "GET",
+        "/v1/queues/stats",
+        queues.count_tasks,
+        "countTasks",
+        "Your tasks counted by state",
+        "TaskCounts",
+    ),
     Endpoint("GET", _TASK, queues.get_task, "getTask", "Read one task", "TaskView", (400, 404)),
+    Endpoint(
+        "GET",
+        _TASK + "/attempts",
+        queues.list_attempts,
+        "listAttempts",
+        "The task's attempts, newest first (the newest ATTEMPT_HISTORY are kept)",
+        "AttemptView",
+        (400, 404),
+        array=True,
+        query="AttemptsQuery",
+    ),
     Endpoint(
         "PATCH",
         _TASK,
@@ -181,6 +233,25 @@ ROUTES: tuple[Endpoint, ...] = (
         "Run a RUNNING task now, once",
         "Done",
         _ANSWERS_TASK,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/activity",
+        admin.activity,
+        "activity",
+        "The answering server process's last hour, a minute at a time (the dashboard's charts)",
+        "ActivityPoint",
+        array=True,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/overview",
+        admin.overview,
+        "overview",
+        "Across owners: instances, counts, backlog, last backups (`Bearer <ADMIN_TOKEN>`)",
+        "Overview",
+        (401, 404),
+        auth="none",
     ),
     Endpoint(
         "GET",

@@ -40,6 +40,14 @@ class ListQuery(Strict, frozen=True):
     order: ListOrder = "createdAt"
     sort: ListSort = "asc"
     state: StateName | None = None
+    # a task id: the page that follows it (paging that costs the same at any depth)
+    after: Annotated[str, Meta(pattern=r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")] | None = None
+
+
+class AttemptsQuery(Strict, frozen=True):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 20
+    # only attempts numbered below this (the `number` of the last one of a page)
+    before: Annotated[int, Meta(ge=1, le=2**31 - 1)] = 2**31 - 1
 
 
 # ---- responses ----
@@ -76,6 +84,79 @@ class TaskView(Camel):
     estimate_next_retry_at: int
     attempts: int
     error: str | None
+
+
+class AttemptTimingsView(Camel):
+    dns_ms: float
+    connect_ms: float
+    tls_ms: float
+    first_byte_ms: float
+    total_ms: float
+
+
+class AttemptView(Camel):
+    number: int
+    due_at: int
+    started_at: int
+    ended_at: int
+    status_code: int
+    error: str | None
+    response_bytes: int
+    http_version: str | None
+    remote_address: str | None
+    timings: AttemptTimingsView
+
+
+class TaskCounts(msgspec.Struct):
+    RUNNING: int
+    PAUSED: int
+    SUCCESS: int
+    ERROR: int
+    REVOKED: int
+
+
+class ActivityPoint(Camel):
+    """One minute of the server process that answered (the dashboard's charts)."""
+
+    minute: int  # its start, ms since the epoch
+    succeeded: int
+    failed: int
+    lateness_p50_ms: float | None  # bucket upper bounds (as Prometheus estimates them)
+    lateness_p99_ms: float | None
+    backlog: int  # the largest due backlog seen in the minute
+
+
+class InstanceView(Camel):
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: int
+    in_flight: int
+
+
+class BackupView(Camel):
+    tick: int
+    state: str
+    started_at: int
+    finished_at: int | None
+    location: str | None
+    size: int | None
+    error: str | None
+
+
+class Overview(Camel):
+    """The operator's view across owners (ADMIN_TOKEN)."""
+
+    instances: list[InstanceView]
+    tasks: TaskCounts
+    due_backlog: int
+    oldest_due_age_ms: int
+    backups: list[BackupView]
+
+
+class Health(msgspec.Struct, omit_defaults=True):
+    status: str  # ok, or unavailable
+    reason: str | None = None
 
 
 class Done(msgspec.Struct):

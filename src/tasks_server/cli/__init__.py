@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from tasks_server import __version__
 from tasks_server.cli.backup import backup_command, backups_command, restore_command
 from tasks_server.cli.keys import rotate_key_command
 from tasks_server.cli.migrate import migrate_command
@@ -15,6 +16,7 @@ from tasks_server.cli.serve import serve
 
 
 @click.group()
+@click.version_option(__version__, prog_name="Tasks Server")
 def main() -> None:
     """Tasks Server: HTTP requests scheduled for later, stored durably, retried."""
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from tasks_server.config import Settings, SettingsError, load_settings
-from tasks_server.runtime import configure_logging
+from tasks_server.runtime import set_up_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,5 +26,5 @@ def settings_for(env_file: str | None, **overrides: object) -> Settings:
         settings = load_settings(env_file, **overrides)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(settings.log)
+    set_up_logging(settings)
     return settings

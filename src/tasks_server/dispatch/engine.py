@@ -15,7 +15,7 @@ from typing import Any
 
 import pycurl
 
-from tasks_server.model.outcome import TIMEOUT_STATUS, AttemptResult
+from tasks_server.model.outcome import TIMEOUT_STATUS, AttemptResult, AttemptTimings
 
 MAX_IDLE_HANDLES = 2048
 MAX_CACHED_CONNECTIONS = 4096
@@ -115,14 +115,53 @@ class _Transfer:
         return None
 
     def result(self, errno: int, message: str) -> AttemptResult:
-        status = int(self.handle.getinfo(pycurl.RESPONSE_CODE))
+        getinfo = self.handle.getinfo
+        status = int(getinfo(pycurl.RESPONSE_CODE))
         body = b"".join(self.body) if self.keep_body and (self.body or status) else None
-        if errno == 0 or (errno == pycurl.E_WRITE_ERROR and self.truncated):
-            return AttemptResult(status, body)
-        error = f"{message} (curl error {errno})" if message else f"curl error {errno}"
-        if errno == pycurl.E_OPERATION_TIMEDOUT:
-            return AttemptResult(TIMEOUT_STATUS, error=error)
-        return AttemptResult(0, error=error)
+        error = None
+        if errno and not (errno == pycurl.E_WRITE_ERROR and self.truncated):
+            error = f"{message} (curl error {errno})" if message else f"curl error {errno}"
+            status = TIMEOUT_STATUS if errno == pycurl.E_OPERATION_TIMEDOUT else 0
+            body = None
+        ip = getinfo(pycurl.PRIMARY_IP)
+        return AttemptResult(
+            status,
+            body,
+            error,
+            response_bytes=int(getinfo(pycurl.SIZE_DOWNLOAD_T)),
+            http_version=_HTTP_VERSIONS.get(getinfo(pycurl.INFO_HTTP_VERSION)),
+            remote_address=_address(ip, getinfo(pycurl.PRIMARY_PORT)) if ip else None,
+            timings=_timings(getinfo),
+        )
+
+
+_HTTP_VERSIONS = {
+    pycurl.CURL_HTTP_VERSION_1_0: "1.0",
+    pycurl.CURL_HTTP_VERSION_1_1: "1.1",
+    pycurl.CURL_HTTP_VERSION_2_0: "2",
+    pycurl.CURL_HTTP_VERSION_3: "3",
+}
+
+
+def _address(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _timings(getinfo: Any) -> AttemptTimings:
+    """libcurl's times (µs since the start, each including the ones before) as phases."""
+    dns = getinfo(pycurl.NAMELOOKUP_TIME_T)
+    connect = max(dns, getinfo(pycurl.CONNECT_TIME_T))
+    tls = getinfo(pycurl.APPCONNECT_TIME_T)
+    ready = max(connect, tls)
+    first_byte = getinfo(pycurl.STARTTRANSFER_TIME_T)
+    total = getinfo(pycurl.TOTAL_TIME_T)
+    return AttemptTimings(
+        dns_ms=dns / 1000,
+        connect_ms=(connect - dns) / 1000,
+        tls_ms=(tls - connect) / 1000 if tls else 0.0,
+        first_byte_ms=(first_byte - ready) / 1000 if first_byte else 0.0,
+        total_ms=total / 1000,
+    )
 
 
 _PLAIN_VALUES = frozenset({int, str, bytes, list})  # option values libcurl takes as they are

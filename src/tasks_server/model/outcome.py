@@ -11,22 +11,46 @@ from tasks_server.model.retry import RetryPolicy
 TIMEOUT_STATUS = 408
 
 
+class AttemptTimings(msgspec.Struct, frozen=True):
+    """Where an attempt's time went, in ms, phase by phase (0 for a phase it did not need,
+    such as DNS and connect on a reused connection): name lookup, TCP connect, TLS
+    handshake, the wait from the request sent to the first byte of the answer, and the
+    whole attempt."""
+
+    dns_ms: float = 0.0
+    connect_ms: float = 0.0
+    tls_ms: float = 0.0
+    first_byte_ms: float = 0.0
+    total_ms: float = 0.0
+
+
 class AttemptResult(msgspec.Struct, frozen=True):
     """What one HTTP attempt produced.
 
     `status_code` is the final HTTP status, 0 when no response arrived
     (network, DNS or TLS failure, then `error` says what libcurl said), or
     408 when the attempt ran out of time. `body` is at most the configured
-    size (cut off beyond it).
+    size (cut off beyond it); `response_bytes` counts what arrived of it.
     """
 
     status_code: int
     body: bytes | None = None
     error: str | None = None
+    response_bytes: int = 0
+    http_version: str | None = None  # "1.1", "2", "3"
+    remote_address: str | None = None  # the address connected to, "ip:port"
+    timings: AttemptTimings | None = None
 
     @property
     def succeeded(self) -> bool:
         return self.error is None and 0 < self.status_code < 400
+
+    @property
+    def failure(self) -> str | None:
+        """Why the attempt failed, in words: libcurl's error, else the HTTP status."""
+        if self.succeeded:
+            return None
+        return self.error or f"HTTP {self.status_code}"
 
 
 def plan_outcome(

@@ -76,6 +76,7 @@ class ClaimedTask(msgspec.Struct, frozen=True):
     estimate_execution_at: int
     estimate_next_retry_at: int
     lease_token: int
+    due_at: int  # when this attempt was due (before the claim moved due_at to the lease end)
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -100,6 +101,35 @@ class AttemptRecord(msgspec.Struct, frozen=True):
     due_at: int | None
 
 
+# attempts kept per task unless ATTEMPT_HISTORY says otherwise
+ATTEMPT_HISTORY = 20
+
+
+class AttemptLog(msgspec.Struct, frozen=True):
+    """One attempt as a task's history keeps it (kept with the task, the newest ones).
+
+    Times are ms since the epoch; the phases are ms (model.outcome.AttemptTimings).
+    `error` is sealed like the task's; "aborted" for an attempt stopped by a pause,
+    revoke or delete.
+    """
+
+    task_id: str
+    number: int
+    due_at: int
+    started_at: int
+    ended_at: int
+    status_code: int
+    error: bytes | None
+    response_bytes: int
+    http_version: str | None
+    remote_address: str | None
+    dns_ms: float
+    connect_ms: float
+    tls_ms: float
+    first_byte_ms: float
+    total_ms: float
+
+
 class ListParams(msgspec.Struct, frozen=True):
     owner_id: str
     limit: int
@@ -107,6 +137,20 @@ class ListParams(msgspec.Struct, frozen=True):
     order: str  # a column name from ORDER_COLUMNS
     descending: bool
     state: State | None
+    after: str | None = None  # a task id: the rows past it in this order
+
+    def page_sql(self, owner: str, after: str) -> tuple[str, str]:
+        """ORDER BY and the condition that starts past `after` (a parameter placeholder),
+        for the owner placeholder `owner`: the one place these are written."""
+        direction, compare = ("DESC", "<") if self.descending else ("ASC", ">")
+        order_by = f"{self.order} {direction}, id {direction}"
+        if self.after is None:
+            return order_by, ""
+        start = (
+            f"AND ({self.order}, id) {compare} "
+            f"(SELECT {self.order}, id FROM task WHERE id = {after} AND owner_id = {owner})"
+        )
+        return order_by, start
 
 
 # API order names -> task columns; the only values ever placed in ORDER BY
@@ -127,10 +171,12 @@ class InstanceRow(msgspec.Struct, frozen=True):
 
 
 class SealedColumns(msgspec.Struct, frozen=True):
-    """A task's sealed columns, as key rotation reads and rewrites them."""
+    """A task's sealed columns, as key rotation reads and rewrites them, with the sealed
+    errors of its attempts (number, error)."""
 
     id: str
     payload: bytes
     metadata: bytes | None
     response: bytes | None
     error: bytes | None
+    attempt_errors: tuple[tuple[int, bytes], ...] = ()

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from tasks_server.config import Settings
+from tasks_server.observer import NO_OBSERVER, Observer
 from tasks_server.store.base import SnapshotError, Snapshots, Store
 from tasks_server.store.postgres import PostgresStore
 from tasks_server.store.sqlite import SqliteSnapshots, SqliteStore
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, observer: Observer = NO_OBSERVER) -> Store:
     """The store the settings name: PostgreSQL at DATABASE_URL, else SQLite at PATH_SQLITE.
-    Nothing is connected or created until its `open`."""
+    Nothing is connected or created until its `open`. Its commits are told to `observer`."""
     if settings.database_url:
-        return PostgresStore(settings.database_url)
-    return SqliteStore(settings.path_sqlite)
+        return PostgresStore(settings.database_url, observer)
+    return SqliteStore(settings.path_sqlite, observer)
 
 
 POSTGRES_BACKUPS = (

@@ -7,13 +7,16 @@ passes the same behaviour suite (tests/store/test_contract.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
+from tasks_server.model.lifecycle import State
 from tasks_server.model.records import (
+    ATTEMPT_HISTORY,
+    AttemptLog,
     AttemptRecord,
     Claim,
     InstanceRow,
@@ -64,6 +67,28 @@ class TaskSignal(msgspec.Struct, frozen=True):
 Listener = Callable[[TaskSignal], None]
 
 
+class StoreFigures(msgspec.Struct, frozen=True):
+    """What the database says of the whole server, for metrics and the operator view."""
+
+    tasks: dict[State, int]  # every owner's tasks by state
+    due_backlog: int  # due and not started
+    oldest_due_at: int | None  # the due time of the longest waiting of those
+    last_backup_at: int | None  # when the last scheduled backup that succeeded finished
+
+
+class BackupRun(msgspec.Struct, frozen=True):
+    """One scheduled backup, as backup_run keeps it."""
+
+    tick: int
+    instance_id: str
+    state: str  # RUNNING, DONE or FAILED
+    started_at: int
+    finished_at: int | None
+    location: str | None
+    size: int | None
+    error: str | None
+
+
 class Store(Protocol):
     """The one interface through which the server reaches its database."""
 
@@ -72,6 +97,9 @@ class Store(Protocol):
         when there is no database yet."""
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Return once the database answers a query; raise otherwise."""
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` on the loop after each committed change a client made to a task
@@ -128,8 +156,36 @@ class Store(Protocol):
     async def claim_due_tasks(self, now: int, limit: int, instance_id: str, token: int) -> Claim:
         """Lease up to `limit` tasks due at `now`, oldest due first, in one statement."""
 
-    async def record_attempts(self, records: list[AttemptRecord]) -> int:
-        """Write outcomes whose lease still holds; returns how many were written."""
+    async def record_attempts(
+        self,
+        records: list[AttemptRecord],
+        attempts: Sequence[AttemptLog] = (),
+        *,
+        history: int = ATTEMPT_HISTORY,
+    ) -> int:
+        """Write outcomes whose lease still holds, and add `attempts` to their tasks'
+        history (also where the lease ended: the attempt happened), keeping each task's
+        newest `history`; one commit. Returns how many outcomes were written."""
+
+    async def list_attempts(
+        self, owner_id: str, task_id: str, before: int, limit: int
+    ) -> list[AttemptLog] | None:
+        """The task's attempts numbered below `before`, newest first; None when the owner
+        has no such task."""
+
+    async def figures(self, now: int) -> StoreFigures:
+        """Counts across owners, the backlog at `now`, the last backup: cheap at any size
+        (counters and indexes, no scan of the tasks)."""
+
+    async def in_flight_by_instance(self) -> dict[str, int]:
+        """How many tasks each instance has leased (in flight) now."""
+
+    async def recent_backups(self, limit: int) -> list[BackupRun]:
+        """The newest scheduled backups, newest first."""
+
+    async def count_tasks(self, owner_id: str) -> dict[State, int]:
+        """The owner's tasks in each state (every state, 0 where none), from counters
+        kept with every change: no scan of the tasks."""
 
     # key rotation
     async def reseal_tasks(
@@ -213,3 +269,11 @@ class Snapshots(Protocol):
 
     def refuse_if_served(self, stale_ms: int) -> None:
         """InUse while live servers use the database."""
+
+
+def state_counts(rows: Iterable[tuple[str, int]]) -> dict[State, int]:
+    """Counts by state from (state, count) rows, every state present."""
+    counts = dict.fromkeys(State, 0)
+    for state, count in rows:
+        counts[State(state)] += int(count)
+    return counts

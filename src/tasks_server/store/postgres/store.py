@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,8 @@ import msgspec
 from tasks_server.config import redact_url
 from tasks_server.model.lifecycle import IN_QUEUE, State
 from tasks_server.model.records import (
+    ATTEMPT_HISTORY,
+    AttemptLog,
     AttemptRecord,
     Claim,
     ClaimedTask,
@@ -39,16 +42,20 @@ from tasks_server.model.records import (
     TaskChange,
     TaskRow,
 )
+from tasks_server.observer import NO_OBSERVER, Observer
 from tasks_server.store import instances, queries
 from tasks_server.store.base import (
+    BackupRun,
     Conflict,
     InUse,
     LimitReached,
     Listener,
     NotFound,
+    StoreFigures,
     StoreMissing,
     StoreUnavailable,
     TaskSignal,
+    state_counts,
 )
 from tasks_server.store.postgres.migrate import apply_migrations, is_migrated
 from tasks_server.store.postgres.notify import LOOK_AGAIN, Notifications
@@ -66,7 +73,10 @@ PACKAGE = __package__ or "tasks_server.store.postgres"
 POOL_SIZE = 8
 KEEP_BACKUP_RUNS = 1000  # rows of backup_run kept (one per tick)
 TASK_FIELDS = msgspec.structs.fields(TaskRow)
-_TYPES = {int: "bigint", str: "text", bytes: "bytea"}
+ATTEMPT_FIELDS = msgspec.structs.fields(AttemptLog)
+_TYPES = {int: "bigint", str: "text", bytes: "bytea", float: "double precision"}
+FOLD_COUNTS_EVERY = 10  # heartbeats (s) between two folds of the count deltas
+_FOLD_LOCK = "tasks_server:fold_counts"
 _CHANGE_FIELDS = tuple(f.name for f in msgspec.structs.fields(TaskChange) if f.name != "drop_lease")
 _STATES = {state.value: state for state in State}
 _QUEUE = frozenset(state.value for state in IN_QUEUE)
@@ -140,8 +150,9 @@ class Grouped(Generic[T, R]):
 class PostgresStore:
     """Store on a PostgreSQL database (see the module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, observer: Observer = NO_OBSERVER) -> None:
         self.url = url
+        self._observer = observer
         columns = ", ".join(f.name for f in TASK_FIELDS)
         arrays = ", ".join(f"${n}::{_array_type(f)}" for n, f in enumerate(TASK_FIELDS, 1))
         after = len(TASK_FIELDS)
@@ -151,6 +162,10 @@ class PostgresStore:
             {
                 "task_columns": columns,
                 "task_arrays": arrays,
+                "attempt_columns": ", ".join(f.name for f in ATTEMPT_FIELDS),
+                "attempt_arrays": ", ".join(
+                    f"${n}::{_array_type(f)}" for n, f in enumerate(ATTEMPT_FIELDS, 1)
+                ),
                 **{name: f"${after + n}" for n, name in enumerate(_AFTER_ARRAYS, 1)},
             },
         )
@@ -158,6 +173,7 @@ class PostgresStore:
         self._signals = Signals()
         self._notifications: Notifications | None = None
         self._owners = OwnerCache()
+        self._heartbeats = 0
         self._registrations: Grouped[tuple[TaskRow, int], None] = Grouped(self._insert_group)
 
     # ---- lifetime ----
@@ -262,6 +278,7 @@ class PostgresStore:
             if queued > 0:
                 raise Conflict("Owner still has RUNNING or PAUSED tasks")
             await conn.execute(self._q["delete_owner"], owner_id)
+            await conn.execute(self._q["delete_owner_counts"], owner_id)
             await self._owner_changed(conn, owner_id)
         self._owners.forget(owner_id)
 
@@ -293,6 +310,7 @@ class PostgresStore:
         since each one waits for a turn of a loop that is busy with the requests."""
         assert self._notifications is not None, "store is not open"
         tasks = [task for task, _ in items]
+        started = time.perf_counter()
         async with self._connection() as conn:
             answers = await conn.fetch(
                 self._q["register_tasks"],
@@ -302,6 +320,7 @@ class PostgresStore:
                 self._notifications.channel,
                 self._notifications.prefix,
             )
+        self._observer.store_committed(time.perf_counter() - started, len(items))
         results: list[BaseException | None] = []
         for (task, limit), (owner_found, fits, inserted, _) in zip(items, answers, strict=True):
             if not owner_found:
@@ -320,13 +339,14 @@ class PostgresStore:
         return _task_row(row) if row else None
 
     async def list_tasks(self, params: ListParams) -> list[TaskRow]:
-        direction = "DESC" if params.descending else "ASC"
-        order_by = f"{params.order} {direction}, id {direction}"
-        name = "list_tasks_in_state" if params.state else "list_tasks"
-        statement = self._q[name].replace("{order_by}", order_by)
         values: list[Any] = [params.owner_id, params.limit, params.offset]
         if params.state:
             values.append(params.state.value)
+        if params.after is not None:
+            values.append(params.after)
+        order_by, after = params.page_sql("$1", f"${len(values)}")
+        name = "list_tasks_in_state" if params.state else "list_tasks"
+        statement = self._q[name].replace("{order_by}", order_by).replace("{after}", after)
         async with self._connection() as conn:
             rows = await conn.fetch(statement, *values)
         return [_task_row(row) for row in rows]
@@ -385,6 +405,15 @@ class PostgresStore:
     async def heartbeat(self, instance_id: str, now: int) -> None:
         async with self._transaction(durable=False) as conn:
             await conn.execute(self._q["heartbeat"], instance_id, now)
+        self._heartbeats += 1
+        if self._heartbeats % FOLD_COUNTS_EVERY == 0:
+            await self.fold_task_counts()
+
+    async def fold_task_counts(self) -> None:
+        """Fold the count deltas (one node at a time), so that a count reads few rows."""
+        async with self._transaction() as conn:
+            if await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", _FOLD_LOCK):
+                await conn.execute(self._q["fold_task_counts"])
 
     async def _instances(self, conn: Connection) -> list[InstanceRow]:
         return [InstanceRow(*row) for row in await conn.fetch(self._q["list_instances"])]
@@ -419,17 +448,32 @@ class PostgresStore:
             rows = await conn.fetch(self._q["claim_due_tasks"], now, limit, instance_id, token)
             next_due: int | None = await conn.fetchval(self._q["next_due_at"])
         tasks = [
-            ClaimedTask(task_id, payload, retries, retry_limit, attempts, at, retry_at, token)
-            for task_id, payload, retries, retry_limit, attempts, at, retry_at in rows
+            ClaimedTask(
+                task_id, payload, retries, retry_limit, attempts, at, retry_at, token, due_at
+            )
+            for task_id, payload, retries, retry_limit, attempts, at, retry_at, due_at in rows
         ]
         return Claim(tasks, next_due)
 
-    async def record_attempts(self, records: list[AttemptRecord]) -> int:
-        if not records:
+    async def record_attempts(
+        self,
+        records: list[AttemptRecord],
+        attempts: Sequence[AttemptLog] = (),
+        *,
+        history: int = ATTEMPT_HISTORY,
+    ) -> int:
+        if not records and not attempts:
             return 0
-        columns = _columns(records)
+        trims = [(a.task_id, a.number - history) for a in attempts if a.number > history]
+        started = time.perf_counter()
         async with self._transaction() as conn:
-            written = await conn.fetch(self._q["record_attempts"], *columns)
+            if attempts:
+                await conn.execute(self._q["insert_attempts"], *_columns(attempts))
+            if trims:
+                await conn.execute(self._q["trim_attempts"], *map(list, zip(*trims, strict=True)))
+            if not records:
+                return 0
+            written = await conn.fetch(self._q["record_attempts"], *_columns(records))
             left: dict[str, int] = {}
             for owner_id, state in written:
                 if state not in _QUEUE:
@@ -440,7 +484,48 @@ class PostgresStore:
                 await conn.execute(
                     self._q["count_in_queue"], owners, [left[owner] for owner in owners]
                 )
+        self._observer.store_committed(time.perf_counter() - started, 1)
         return len(written)
+
+    async def list_attempts(
+        self, owner_id: str, task_id: str, before: int, limit: int
+    ) -> list[AttemptLog] | None:
+        async with self._connection() as conn:
+            if await conn.fetchval(self._q["task_owner"], task_id) != owner_id:
+                return None
+            rows = await conn.fetch(self._q["list_attempts"], task_id, before, limit)
+        return [AttemptLog(*row) for row in rows]
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def figures(self, now: int) -> StoreFigures:
+        async with self._connection() as conn:
+            totals = await conn.fetch(self._q["state_totals"])
+            backlog, oldest = await conn.fetchrow(self._q["due_backlog"], now) or (0, None)
+            last_backup = await conn.fetchval(self._q["last_backup"])
+        return StoreFigures(
+            tasks=state_counts((state, count) for state, count in totals),
+            due_backlog=backlog,
+            oldest_due_at=oldest,
+            last_backup_at=last_backup,
+        )
+
+    async def in_flight_by_instance(self) -> dict[str, int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._q["in_flight_by_instance"])
+        return {instance: count for instance, count in rows}
+
+    async def recent_backups(self, limit: int) -> list[BackupRun]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._q["recent_backups"], limit)
+        return [BackupRun(*row) for row in rows]
+
+    async def count_tasks(self, owner_id: str) -> dict[State, int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._q["count_tasks"], owner_id)
+        return state_counts((state, count) for state, count in rows)
 
     # ---- key rotation ----
 
@@ -457,16 +542,37 @@ class PostgresStore:
             servers = await self._live_instances(conn, now, stale_ms)
             if servers:
                 raise InUse(redact_url(self.url), [instances.describe(s) for s in servers])
-            rows = [
-                SealedColumns(*row)
-                for row in await conn.fetch(self._q["sealed_batch"], after, limit)
+            rows = await conn.fetch(self._q["sealed_batch"], after, limit)
+            ids = [row[0] for row in rows]
+            errors: dict[str, list[tuple[int, bytes]]] = {}
+            for task_id, number, error in await conn.fetch(self._q["sealed_attempt_errors"], ids):
+                errors.setdefault(task_id, []).append((number, error))
+            fresh = [
+                columns
+                for task_id, payload, metadata, response, error in rows
+                if (
+                    columns := reseal(
+                        SealedColumns(
+                            task_id,
+                            payload,
+                            metadata,
+                            response,
+                            error,
+                            tuple(errors.get(task_id, ())),
+                        )
+                    )
+                )
             ]
-            fresh = [columns for row in rows if (columns := reseal(row)) is not None]
             if fresh:
                 await conn.executemany(
-                    self._q["reseal_task"], [msgspec.structs.astuple(row) for row in fresh]
+                    self._q["reseal_task"],
+                    [(c.id, c.payload, c.metadata, c.response, c.error) for c in fresh],
                 )
-        return [row.id for row in rows]
+                await conn.executemany(
+                    self._q["reseal_attempt_error"],
+                    [(error, c.id, number) for c in fresh for number, error in c.attempt_errors],
+                )
+        return ids
 
     # ---- backups ----
 
@@ -517,7 +623,7 @@ def _task_row(row: asyncpg.Record) -> TaskRow:
     return TaskRow(*values)
 
 
-def _columns(rows: list[TaskRow] | list[AttemptRecord]) -> list[list[Any]]:
+def _columns(rows: Sequence[msgspec.Struct]) -> list[list[Any]]:
     """The rows as one list per column: the arrays that unnest() turns back into rows."""
     return [list(column) for column in zip(*map(msgspec.structs.astuple, rows), strict=True)]
 

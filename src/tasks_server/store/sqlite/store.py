@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,8 @@ from msgspec.structs import astuple
 
 from tasks_server.model.lifecycle import State
 from tasks_server.model.records import (
+    ATTEMPT_HISTORY,
+    AttemptLog,
     AttemptRecord,
     Claim,
     ClaimedTask,
@@ -29,15 +31,19 @@ from tasks_server.model.records import (
     TaskChange,
     TaskRow,
 )
+from tasks_server.observer import NO_OBSERVER, Observer
 from tasks_server.store import instances, queries
 from tasks_server.store.base import (
+    BackupRun,
     Conflict,
     InUse,
     LimitReached,
     Listener,
     NotFound,
+    StoreFigures,
     StoreMissing,
     TaskSignal,
+    state_counts,
 )
 from tasks_server.store.signals import Signals, signal_of_change
 from tasks_server.store.sqlite.migrate import apply_migrations
@@ -56,8 +62,9 @@ KEEP_BACKUP_RUNS = 1000  # rows of backup_run kept (one per tick)
 class SqliteStore:
     """Store on one SQLite file (see module docstring for the threading)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, observer: Observer = NO_OBSERVER) -> None:
         self.path = path
+        self._observer = observer
         self._q = queries.load(
             __package__ or "tasks_server.store.sqlite",
             "queries",
@@ -67,6 +74,9 @@ class SqliteStore:
             },
         )
         self._insert_sql = _multi_row(self._q["insert_tasks"], len(TASK_FIELDS))
+        self._attempts_sql = _multi_row(
+            self._q["insert_attempts"], len(msgspec.structs.fields(AttemptLog))
+        )
         self._record_sql = _multi_row(
             self._q["record_attempts"], len(msgspec.structs.fields(AttemptRecord))
         )
@@ -83,7 +93,11 @@ class SqliteStore:
         writer = connect(self.path)
         apply_migrations(writer)
         self._writer = Worker(
-            "sqlite-writer", writer, group_commit=True, lock_path=f"{self.path}.lock"
+            "sqlite-writer",
+            writer,
+            group_commit=True,
+            lock_path=f"{self.path}.lock",
+            committed=self._observer.store_committed,
         )
         self._reader = Worker("sqlite-reader", connect(self.path), group_commit=False)
         self._point_reads = connect(self.path)
@@ -238,10 +252,9 @@ class SqliteStore:
         return _task_row(row) if row else None
 
     async def list_tasks(self, params: ListParams) -> list[TaskRow]:
-        direction = "DESC" if params.descending else "ASC"
-        order_by = f"{params.order} {direction}, id {direction}"
+        order_by, after = params.page_sql(":owner_id", ":after")
         name = "list_tasks_in_state" if params.state else "list_tasks"
-        statement = self._q[name].replace("{order_by}", order_by)
+        statement = self._q[name].replace("{order_by}", order_by).replace("{after}", after)
         values = msgspec.structs.asdict(params)
 
         def select(conn: sqlite3.Connection) -> list[TaskRow]:
@@ -346,9 +359,17 @@ class SqliteStore:
                 conn.execute(self._q["lease_claimed"], {**values, "ids": ids})
             tasks = [
                 ClaimedTask(
-                    id, bytes.fromhex(payload), retries, retry_limit, attempts, at, retry_at, token
+                    id,
+                    bytes.fromhex(payload),
+                    retries,
+                    retry_limit,
+                    attempts,
+                    at,
+                    retry_at,
+                    token,
+                    due_at,
                 )
-                for id, payload, retries, retry_limit, attempts, at, retry_at in rows
+                for id, payload, retries, retry_limit, attempts, at, retry_at, due_at in rows
             ]
             next_due: int | None = conn.execute(self._q["next_due_at"]).fetchone()[0]
             return Claim(tasks, next_due)
@@ -357,20 +378,74 @@ class SqliteStore:
         # (a savepoint still: were the second query to fail, the claim must not stay)
         return await self._write(claim, durable=False)
 
-    async def record_attempts(self, records: list[AttemptRecord]) -> int:
+    async def record_attempts(
+        self,
+        records: list[AttemptRecord],
+        attempts: Sequence[AttemptLog] = (),
+        *,
+        history: int = ATTEMPT_HISTORY,
+    ) -> int:
         # the parameters are laid out here, on the loop, which holds the GIL anyway
-        statements = [
-            (
-                self._record_sql[size],
-                [value for record in records[start : start + size] for value in astuple(record)],
-            )
-            for start, size in _chunks(len(records))
-        ]
+        statements = _rows_in_statements(self._record_sql, records)
+        attempt_statements = _rows_in_statements(self._attempts_sql, attempts)
+        trims = [(a.task_id, a.number - history) for a in attempts if a.number > history]
 
         def record(conn: sqlite3.Connection) -> int:
-            return sum(conn.execute(sql, params).rowcount for sql, params in statements)
+            written = sum(conn.execute(sql, params).rowcount for sql, params in statements)
+            for sql, params in attempt_statements:
+                conn.execute(sql, params)
+            if trims:
+                conn.executemany(self._q["trim_attempts"], trims)
+            return written
 
         return await self._write(record)
+
+    async def list_attempts(
+        self, owner_id: str, task_id: str, before: int, limit: int
+    ) -> list[AttemptLog] | None:
+        def select(conn: sqlite3.Connection) -> list[AttemptLog] | None:
+            found = conn.execute(self._q["task_owner"], {"id": task_id}).fetchone()
+            if found is None or found[0] != owner_id:
+                return None
+            values = {"task_id": task_id, "before": before, "limit": limit}
+            return [AttemptLog(*row) for row in conn.execute(self._q["list_attempts"], values)]
+
+        return await self._read(select)
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def figures(self, now: int) -> StoreFigures:
+        def select(conn: sqlite3.Connection) -> StoreFigures:
+            backlog, oldest = conn.execute(self._q["due_backlog"], {"now": now}).fetchone()
+            return StoreFigures(
+                tasks=state_counts(conn.execute(self._q["state_totals"])),
+                due_backlog=backlog,
+                oldest_due_at=oldest,
+                last_backup_at=conn.execute(self._q["last_backup"]).fetchone()[0],
+            )
+
+        return await self._read(select)
+
+    async def in_flight_by_instance(self) -> dict[str, int]:
+        def select(conn: sqlite3.Connection) -> dict[str, int]:
+            return dict(conn.execute(self._q["in_flight_by_instance"]).fetchall())
+
+        return await self._read(select)
+
+    async def recent_backups(self, limit: int) -> list[BackupRun]:
+        def select(conn: sqlite3.Connection) -> list[BackupRun]:
+            rows = conn.execute(self._q["recent_backups"], {"limit": limit})
+            return [BackupRun(*row) for row in rows]
+
+        return await self._read(select)
+
+    async def count_tasks(self, owner_id: str) -> dict[State, int]:
+        def select(conn: sqlite3.Connection) -> dict[State, int]:
+            rows = conn.execute(self._q["count_tasks"], {"owner_id": owner_id})
+            return state_counts(rows)
+
+        return await self._read(select)
 
     # ---- key rotation ----
 
@@ -388,12 +463,22 @@ class SqliteStore:
             if servers:
                 raise InUse(self.path, [instances.describe(server) for server in servers])
             found = conn.execute(self._q["sealed_batch"], {"after": after, "limit": limit})
-            rows = [SealedColumns(*row) for row in found.fetchall()]
+            rows = found.fetchall()
+            ids = msgspec.json.encode([row[0] for row in rows]).decode()
+            errors = _by_task(conn.execute(self._q["sealed_attempt_errors"], {"ids": ids}))
             for row in rows:
-                fresh = reseal(row)
+                task_id, payload, metadata, response, error = row
+                sealed = SealedColumns(
+                    task_id, payload, metadata, response, error, errors.get(task_id, ())
+                )
+                fresh = reseal(sealed)
                 if fresh is not None:
                     conn.execute(self._q["reseal_task"], msgspec.structs.asdict(fresh))
-            return [row.id for row in rows]
+                    conn.executemany(
+                        self._q["reseal_attempt_error"],
+                        [(error, fresh.id, number) for number, error in fresh.attempt_errors],
+                    )
+            return [row[0] for row in rows]
 
         return await self._write(batch)
 
@@ -452,7 +537,7 @@ class SqliteStore:
 
 # what claim_due_tasks returns: id, payload (hex), retry_count, retry_limit, attempts,
 # estimate_execution_at, estimate_next_retry_at
-_claimed_rows = msgspec.json.Decoder(list[tuple[str, str, int, int, int, int, int]])
+_claimed_rows = msgspec.json.Decoder(list[tuple[str, str, int, int, int, int, int, int]])
 
 
 _STATES = {state.value: state for state in State}  # a dict lookup: a third of State(text)
@@ -466,6 +551,24 @@ def _multi_row(sql: str, columns: int) -> dict[int, str]:
     """`sql` with its {rows} as many rows of `columns` parameters as each statement size."""
     row = "(" + ", ".join("?" * columns) + ")"
     return {size: sql.replace("{rows}", ", ".join([row] * size)) for size in ROWS_PER_STATEMENT}
+
+
+def _by_task(rows: Iterable[tuple[str, int, bytes]]) -> dict[str, tuple[tuple[int, bytes], ...]]:
+    """(task id, number, error) rows as each task's (number, error) pairs."""
+    found: dict[str, list[tuple[int, bytes]]] = {}
+    for task_id, number, error in rows:
+        found.setdefault(task_id, []).append((number, error))
+    return {task_id: tuple(pairs) for task_id, pairs in found.items()}
+
+
+def _rows_in_statements(
+    sql: dict[int, str], rows: Sequence[msgspec.Struct]
+) -> list[tuple[str, list[Any]]]:
+    """Multi-row statements with their parameters, for `rows` in chunks."""
+    return [
+        (sql[size], [value for row in rows[start : start + size] for value in astuple(row)])
+        for start, size in _chunks(len(rows))
+    ]
 
 
 def _chunks(count: int) -> Iterator[tuple[int, int]]:

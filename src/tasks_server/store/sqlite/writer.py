@@ -26,6 +26,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, NamedTuple, TypeVar
@@ -75,10 +76,18 @@ class Worker:
     """A thread owning one connection, running jobs handed to it from the loop."""
 
     def __init__(
-        self, name: str, conn: sqlite3.Connection, group_commit: bool, lock_path: str = ""
+        self,
+        name: str,
+        conn: sqlite3.Connection,
+        group_commit: bool,
+        lock_path: str = "",
+        committed: Callable[[float, int], None] | None = None,
     ) -> None:
         self._conn = conn
         self._group_commit = group_commit
+        # told (seconds, writes) after each durable group: what metrics show of the commits
+        # (a write: a registration, a change, or a batch of outcomes)
+        self._committed = committed
         # the processes' turn at the write lock (see the module docstring)
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else -1
         self._jobs: queue.SimpleQueue[tuple[Job, bool] | None] = queue.SimpleQueue()
@@ -121,7 +130,11 @@ class Worker:
             for lane, synchronous in ((fast, "NORMAL"), (durable, "FULL")):
                 if lane:
                     self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-                    self._loop.call_soon_threadsafe(_settle, self._run_group(lane))
+                    started = time.perf_counter()
+                    results = self._run_group(lane)
+                    if lane is durable and self._committed is not None:
+                        self._committed(time.perf_counter() - started, len(lane))
+                    self._loop.call_soon_threadsafe(_settle, results)
 
     def _take_group(self, first: tuple[Job, bool]) -> Lanes:
         lanes: Lanes = ([], [])

@@ -78,11 +78,13 @@ SELECT {task_columns} FROM task WHERE id = $1 AND owner_id = $2;
 SELECT {task_columns} FROM task WHERE id = $1 AND owner_id = $2 FOR UPDATE;
 
 -- name: list_tasks
-SELECT {task_columns} FROM task WHERE owner_id = $1
+-- {after}: empty, or the rows past a task in the order, its id the last parameter (a
+-- page at any depth costs the same: the index is entered where the previous page ended)
+SELECT {task_columns} FROM task WHERE owner_id = $1 {after}
 ORDER BY {order_by} LIMIT $2 OFFSET $3;
 
 -- name: list_tasks_in_state
-SELECT {task_columns} FROM task WHERE owner_id = $1 AND state = $4
+SELECT {task_columns} FROM task WHERE owner_id = $1 AND state = $4 {after}
 ORDER BY {order_by} LIMIT $2 OFFSET $3;
 
 -- name: delete_task
@@ -131,7 +133,7 @@ WITH due AS (
         task.estimate_execution_at, task.estimate_next_retry_at, due.due_at AS was_due
 )
 SELECT id, payload, retry_count, retry_limit, attempts, estimate_execution_at,
-    estimate_next_retry_at
+    estimate_next_retry_at, was_due
 FROM leased ORDER BY was_due, id;
 
 -- name: next_due_at
@@ -151,6 +153,62 @@ FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::bytea[], $6
          estimate_next_retry_at, estimate_end_at, due_at)
 WHERE task.id = v.id AND task.lease_token = v.lease_token
 RETURNING task.owner_id, task.state;
+
+-- name: insert_attempts
+-- {attempt_arrays}: one typed array per field of model.records.AttemptLog. An attempt
+-- of a task deleted meanwhile is left out, one written already is kept.
+INSERT INTO attempt SELECT v.* FROM unnest({attempt_arrays}) AS v({attempt_columns})
+WHERE EXISTS (SELECT 1 FROM task WHERE task.id = v.task_id)
+ON CONFLICT (task_id, number) DO NOTHING;
+
+-- name: trim_attempts
+-- all but the newest ATTEMPT_HISTORY of these tasks' attempts
+DELETE FROM attempt USING unnest($1::text[], $2::integer[]) AS v(task_id, below)
+WHERE attempt.task_id = v.task_id AND attempt.number <= v.below;
+
+-- name: list_attempts
+SELECT {attempt_columns} FROM attempt
+WHERE task_id = $1 AND number < $2 ORDER BY number DESC LIMIT $3;
+
+-- name: task_owner
+SELECT owner_id FROM task WHERE id = $1;
+
+-- name: state_totals
+SELECT state, sum(tasks) FROM task_count GROUP BY state;
+
+-- name: due_backlog
+SELECT count(*), min(due_at) FROM task WHERE due_at <= $1;
+
+-- name: last_backup
+SELECT max(finished_at) FROM backup_run WHERE state = 'DONE';
+
+-- name: in_flight_by_instance
+SELECT lease_owner, count(*) FROM task WHERE lease_owner IS NOT NULL GROUP BY lease_owner;
+
+-- name: recent_backups
+SELECT tick, instance_id, state, started_at, finished_at, location, size, error
+FROM backup_run ORDER BY tick DESC LIMIT $1;
+
+-- name: count_tasks
+SELECT state, sum(tasks) FROM task_count WHERE owner_id = $1 GROUP BY state;
+
+-- name: delete_owner_counts
+DELETE FROM task_count WHERE owner_id = $1;
+
+-- name: fold_task_counts
+-- the deltas the triggers added, folded into one row per owner and state (rows added
+-- meanwhile are not seen by the DELETE, and stay)
+WITH folded AS (DELETE FROM task_count RETURNING owner_id, state, tasks)
+INSERT INTO task_count (owner_id, state, tasks)
+SELECT owner_id, state, sum(tasks) FROM folded GROUP BY owner_id, state
+HAVING sum(tasks) <> 0;
+
+-- name: sealed_attempt_errors
+-- key rotation: the sealed errors of these tasks' attempts
+SELECT task_id, number, error FROM attempt WHERE task_id = ANY($1::text[]) AND error IS NOT NULL;
+
+-- name: reseal_attempt_error
+UPDATE attempt SET error = $1 WHERE task_id = $2 AND number = $3;
 
 -- name: sealed_batch
 -- key rotation: the sealed columns of model.records.SealedColumns, in id order

@@ -33,12 +33,17 @@ WHERE (SELECT tasks_in_queue FROM owner WHERE id = ?) < ?;
 -- name: get_task
 SELECT {task_columns} FROM task WHERE id = :id AND owner_id = :owner_id;
 
+-- name: task_owner
+SELECT owner_id FROM task WHERE id = :id;
+
 -- name: list_tasks
-SELECT {task_columns} FROM task WHERE owner_id = :owner_id
+-- {after}: empty, or the rows past the task :after in the order (a page at any depth
+-- costs the same: the index is entered where the previous page ended)
+SELECT {task_columns} FROM task WHERE owner_id = :owner_id {after}
 ORDER BY {order_by} LIMIT :limit OFFSET :offset;
 
 -- name: list_tasks_in_state
-SELECT {task_columns} FROM task WHERE owner_id = :owner_id AND state = :state
+SELECT {task_columns} FROM task WHERE owner_id = :owner_id AND state = :state {after}
 ORDER BY {order_by} LIMIT :limit OFFSET :offset;
 
 -- name: delete_task
@@ -74,7 +79,7 @@ WHERE lease_owner = :id;
 -- a wait (a RETURNING of 500 rows took 25-30 ms in the server, this takes one step).
 -- attempts is as lease_claimed leaves it.
 SELECT json_group_array(json_array(id, hex(payload), retry_count, retry_limit, attempts + 1,
-    estimate_execution_at, estimate_next_retry_at))
+    estimate_execution_at, estimate_next_retry_at, due_at))
 FROM (SELECT * FROM task WHERE due_at <= :now ORDER BY due_at LIMIT :limit);
 
 -- name: lease_claimed
@@ -103,6 +108,49 @@ FROM (
     FROM (VALUES {rows})
 ) AS v
 WHERE task.id = v.id AND task.lease_token = v.lease_token;
+
+-- name: insert_attempts
+-- {rows} is one "(?, ...)" per attempt, the fields of model.records.AttemptLog in
+-- order; an attempt of a task deleted meanwhile is left out, one written already is kept.
+INSERT OR IGNORE INTO attempt
+SELECT v.* FROM (VALUES {rows}) AS v WHERE EXISTS (SELECT 1 FROM task WHERE id = v.column1);
+
+-- name: trim_attempts
+-- all but the newest ATTEMPT_HISTORY of a task's attempts
+DELETE FROM attempt WHERE task_id = ? AND number <= ?;
+
+-- name: list_attempts
+SELECT task_id, number, due_at, started_at, ended_at, status_code, error, response_bytes,
+    http_version, remote_address, dns_ms, connect_ms, tls_ms, first_byte_ms, total_ms
+FROM attempt WHERE task_id = :task_id AND number < :before
+ORDER BY number DESC LIMIT :limit;
+
+-- name: state_totals
+SELECT state, sum(tasks) FROM task_count GROUP BY state;
+
+-- name: due_backlog
+SELECT count(*), min(due_at) FROM task WHERE due_at <= :now;
+
+-- name: last_backup
+SELECT max(finished_at) FROM backup_run WHERE state = 'DONE';
+
+-- name: in_flight_by_instance
+SELECT lease_owner, count(*) FROM task WHERE lease_owner IS NOT NULL GROUP BY lease_owner;
+
+-- name: recent_backups
+SELECT tick, instance_id, state, started_at, finished_at, location, size, error
+FROM backup_run ORDER BY tick DESC LIMIT :limit;
+
+-- name: count_tasks
+SELECT state, tasks FROM task_count WHERE owner_id = :owner_id;
+
+-- name: sealed_attempt_errors
+-- key rotation: the sealed errors of the attempts of the tasks in the JSON array :ids
+SELECT task_id, number, error FROM attempt
+WHERE task_id IN (SELECT value FROM json_each(:ids)) AND error IS NOT NULL;
+
+-- name: reseal_attempt_error
+UPDATE attempt SET error = ? WHERE task_id = ? AND number = ?;
 
 -- name: sealed_batch
 -- key rotation: the sealed columns of model.records.SealedColumns, in id order

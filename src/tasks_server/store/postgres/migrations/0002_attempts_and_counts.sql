@@ -1,0 +1,79 @@
+-- Each task's attempts (the newest ATTEMPT_HISTORY of them), and each owner's tasks
+-- counted by state so that the counts are exact and cost no scan of the task table.
+--
+-- The counts are kept as deltas: a trigger per statement adds one row per owner and
+-- state that the statement moved (a batch of 512 outcomes adds one or two rows), and
+-- never updates a row, so nodes never wait on each other's counters. The store folds
+-- the deltas into one row per owner and state every few seconds.
+
+CREATE TABLE attempt (
+    task_id text NOT NULL REFERENCES task(id) ON DELETE CASCADE,
+    number integer NOT NULL,
+    due_at bigint NOT NULL,
+    started_at bigint NOT NULL,
+    ended_at bigint NOT NULL,
+    status_code integer NOT NULL,
+    error bytea,
+    response_bytes bigint NOT NULL,
+    http_version text,
+    remote_address text,
+    dns_ms double precision NOT NULL,
+    connect_ms double precision NOT NULL,
+    tls_ms double precision NOT NULL,
+    first_byte_ms double precision NOT NULL,
+    total_ms double precision NOT NULL,
+    PRIMARY KEY (task_id, number)
+);
+
+CREATE TABLE task_count (
+    owner_id text NOT NULL,
+    state text NOT NULL,
+    tasks bigint NOT NULL
+);
+CREATE INDEX task_count_owner ON task_count (owner_id);
+
+INSERT INTO task_count (owner_id, state, tasks)
+SELECT owner_id, state, count(*) FROM task GROUP BY owner_id, state;
+
+CREATE FUNCTION task_count_inserted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO task_count (owner_id, state, tasks)
+    SELECT owner_id, state, count(*) FROM new_rows GROUP BY owner_id, state;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION task_count_moved() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO task_count (owner_id, state, tasks)
+    SELECT owner_id, state, sum(delta) FROM (
+        SELECT o.owner_id, o.state, -1 AS delta FROM old_rows o JOIN new_rows n USING (id)
+        WHERE o.state <> n.state
+        UNION ALL
+        SELECT n.owner_id, n.state, 1 FROM old_rows o JOIN new_rows n USING (id)
+        WHERE o.state <> n.state
+    ) AS moved
+    GROUP BY owner_id, state;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION task_count_deleted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO task_count (owner_id, state, tasks)
+    SELECT owner_id, state, -count(*) FROM old_rows GROUP BY owner_id, state;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER task_counted AFTER INSERT ON task
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION task_count_inserted();
+
+CREATE TRIGGER task_count_moved AFTER UPDATE ON task
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION task_count_moved();
+
+CREATE TRIGGER task_uncounted AFTER DELETE ON task
+REFERENCING OLD TABLE AS old_rows
+FOR EACH STATEMENT EXECUTE FUNCTION task_count_deleted();

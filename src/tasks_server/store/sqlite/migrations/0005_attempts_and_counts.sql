@@ -1,0 +1,61 @@
+-- Each task's attempts (the newest ATTEMPT_HISTORY of them), and each owner's tasks
+-- counted by state, kept by triggers on every change of the task table so that the
+-- counts are exact and cost no scan of it.
+
+CREATE TABLE attempt (
+    task_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    status_code INTEGER NOT NULL,
+    error BLOB,
+    response_bytes INTEGER NOT NULL,
+    http_version TEXT,
+    remote_address TEXT,
+    dns_ms REAL NOT NULL,
+    connect_ms REAL NOT NULL,
+    tls_ms REAL NOT NULL,
+    first_byte_ms REAL NOT NULL,
+    total_ms REAL NOT NULL,
+    PRIMARY KEY (task_id, number)
+) WITHOUT ROWID;
+
+CREATE TRIGGER task_attempts_deleted AFTER DELETE ON task
+BEGIN
+    DELETE FROM attempt WHERE task_id = OLD.id;
+END;
+
+CREATE TABLE task_count (
+    owner_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    tasks INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, state)
+) WITHOUT ROWID;
+
+INSERT INTO task_count (owner_id, state, tasks)
+SELECT owner_id, state, count(*) FROM task GROUP BY owner_id, state;
+
+CREATE TRIGGER task_counted AFTER INSERT ON task
+BEGIN
+    INSERT INTO task_count (owner_id, state, tasks) VALUES (NEW.owner_id, NEW.state, 1)
+    ON CONFLICT (owner_id, state) DO UPDATE SET tasks = tasks + 1;
+END;
+
+CREATE TRIGGER task_count_moved AFTER UPDATE OF state ON task
+WHEN OLD.state <> NEW.state
+BEGIN
+    UPDATE task_count SET tasks = tasks - 1 WHERE owner_id = OLD.owner_id AND state = OLD.state;
+    INSERT INTO task_count (owner_id, state, tasks) VALUES (NEW.owner_id, NEW.state, 1)
+    ON CONFLICT (owner_id, state) DO UPDATE SET tasks = tasks + 1;
+END;
+
+CREATE TRIGGER task_uncounted AFTER DELETE ON task
+BEGIN
+    UPDATE task_count SET tasks = tasks - 1 WHERE owner_id = OLD.owner_id AND state = OLD.state;
+END;
+
+CREATE TRIGGER owner_counts_deleted AFTER DELETE ON owner
+BEGIN
+    DELETE FROM task_count WHERE owner_id = OLD.id;
+END;
