@@ -20,7 +20,7 @@ function h(tag, attributes = {}, ...children) {
     else if (value === true) element.setAttribute(name, "");
     else element.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     element.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -30,7 +30,7 @@ function h(tag, attributes = {}, ...children) {
 const view = () => document.getElementById("view");
 
 function show(...children) {
-  view().replaceChildren(...children);
+  view().replaceChildren(...children.filter((child) => child !== null && child !== undefined));
 }
 
 function alertText(text) {
@@ -173,7 +173,7 @@ async function tasksPage(params) {
   const filters = new URLSearchParams({ state, order, sort });
   const countsBar = h(
     "ul",
-    { class: "counts", "aria-label": "Tasks by state" },
+    { class: "counts", "aria-label": "Counts" },
     STATES.map((name) =>
       h("li", {}, h("a", { href: `#/tasks?${new URLSearchParams({ ...Object.fromEntries(filters), state: name })}`, "data-state": name }, name, " ", h("strong", {}, counts[name]))),
     ),
@@ -309,7 +309,8 @@ async function taskPage(id) {
     edit,
     h("dl", { class: "facts" }, facts.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)])),
     h("h2", {}, "Request"),
-    h("pre", { class: "request" }, JSON.stringify(config, null, 2)),
+    // what was asked: the options left at null are not shown
+    h("pre", { class: "request" }, JSON.stringify(config, (key, value) => (value === null ? undefined : value), 2)),
     h("h2", {}, "Attempts"),
     attempts.length ? timeline(attempts) : h("p", { class: "empty" }, "No attempt yet."),
   );
