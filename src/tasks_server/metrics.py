@@ -105,6 +105,7 @@ class Metrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
+        self._attempt_counters: dict[tuple[bool, int], Counter] = {}
         self._duration = Histogram(
             "tasks_attempt_duration_seconds",
             "From an attempt's start to its end",
@@ -140,8 +141,13 @@ class Metrics:
         self.activity.current().lateness[bisect.bisect_left(LATENESS_BUCKETS, lateness_s)] += 1
 
     def attempt_finished(self, succeeded: bool, status_code: int, duration_s: float) -> None:
-        outcome = "success" if succeeded else "failure"
-        self._attempts.labels(outcome, status_class(status_code)).inc()
+        key = (succeeded, status_code // 100 if 100 <= status_code < 600 else 0)
+        counter = self._attempt_counters.get(key)
+        if counter is None:  # once per outcome and status class: labels() takes a lock
+            outcome = "success" if succeeded else "failure"
+            counter = self._attempts.labels(outcome, status_class(status_code))
+            self._attempt_counters[key] = counter
+        counter.inc()
         self._duration.observe(duration_s)
         minute = self.activity.current()
         if succeeded:

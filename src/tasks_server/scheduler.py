@@ -202,6 +202,8 @@ class Scheduler:
                 # the others of the batch still go; this one runs again when its lease ends
                 log.exception("Task %s could not be dispatched", claimed.id)
         self._claimed.clear()
+        # told once a batch, not once an attempt: a gauge, read a few times a minute
+        self._observer.attempts_in_flight(len(self._in_flight))
         return claim
 
     def _dispatch(self, claimed: ClaimedTask, now: int) -> None:
@@ -216,7 +218,6 @@ class Scheduler:
         self._observer.attempt_started(max(0, started_at - claimed.due_at) / 1000)
         future = self._sender.perform(spec, claimed, now)
         self._in_flight[claimed.id] = future
-        self._observer.attempts_in_flight(len(self._in_flight))
         future.add_done_callback(
             lambda done: self._on_attempt_done(claimed, spec, started_at, done)
         )
@@ -240,7 +241,6 @@ class Scheduler:
     ) -> None:
         if self._in_flight.get(claimed.id) is future:
             del self._in_flight[claimed.id]
-            self._observer.attempts_in_flight(len(self._in_flight))
         self._wake.set()  # a slot is free
         ended_at = now_ms()
         if future.cancelled():
@@ -296,6 +296,7 @@ class Scheduler:
             await self._flush_records()
 
     async def _flush_records(self) -> None:
+        self._observer.attempts_in_flight(len(self._in_flight))
         failures = 0
         while self._records or self._attempts:
             batch, self._records = self._records, []

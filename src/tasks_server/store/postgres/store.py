@@ -475,9 +475,22 @@ class PostgresStore:
                 return 0
             written = await conn.fetch(self._q["record_attempts"], *_columns(records))
             left: dict[str, int] = {}
+            moved: dict[tuple[str, str], int] = {}
             for owner_id, state in written:
                 if state not in _QUEUE:
                     left[owner_id] = left.get(owner_id, 0) - 1
+                    moved[owner_id, state] = moved.get((owner_id, state), 0) + 1
+                    moved[owner_id, State.RUNNING.value] = (
+                        moved.get((owner_id, State.RUNNING.value), 0) - 1
+                    )
+            if moved:  # SUCCESS and ERROR: counted here, not by a trigger per row
+                keys = list(moved)
+                await conn.execute(
+                    self._q["add_task_counts"],
+                    [owner for owner, _ in keys],
+                    [state for _, state in keys],
+                    [moved[key] for key in keys],
+                )
             if left:
                 owners = sorted(left)
                 await conn.fetch(self._q["lock_owners"], owners)  # in id order (no deadlock)

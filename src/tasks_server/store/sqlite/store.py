@@ -391,7 +391,20 @@ class SqliteStore:
         trims = [(a.task_id, a.number - history) for a in attempts if a.number > history]
 
         def record(conn: sqlite3.Connection) -> int:
-            written = sum(conn.execute(sql, params).rowcount for sql, params in statements)
+            written = 0
+            finished: dict[tuple[str, str], int] = {}
+            for sql, params in statements:
+                for owner_id, state in conn.execute(sql, params):
+                    written += 1
+                    if state in _FINISHED_BY_OUTCOME:
+                        finished[owner_id, state] = finished.get((owner_id, state), 0) + 1
+            if finished:
+                counted = [
+                    {"owner_id": owner_id, "state": state, "tasks": tasks}
+                    for (owner_id, state), tasks in finished.items()
+                ]
+                for name in ("count_finished", "count_finished_states", "count_finished_state"):
+                    conn.executemany(self._q[name], counted)
             for sql, params in attempt_statements:
                 conn.execute(sql, params)
             if trims:
@@ -551,6 +564,10 @@ def _multi_row(sql: str, columns: int) -> dict[int, str]:
     """`sql` with its {rows} as many rows of `columns` parameters as each statement size."""
     row = "(" + ", ".join("?" * columns) + ")"
     return {size: sql.replace("{rows}", ", ".join([row] * size)) for size in ROWS_PER_STATEMENT}
+
+
+# what only an outcome leads to: counted by the batch of outcomes, not by a trigger per row
+_FINISHED_BY_OUTCOME = frozenset({State.SUCCESS.value, State.ERROR.value})
 
 
 def _by_task(rows: Iterable[tuple[str, int, bytes]]) -> dict[str, tuple[tuple[int, bytes], ...]]:

@@ -1,10 +1,12 @@
 -- Each task's attempts (the newest ATTEMPT_HISTORY of them), and each owner's tasks
 -- counted by state so that the counts are exact and cost no scan of the task table.
 --
--- The counts are kept as deltas: a trigger per statement adds one row per owner and
--- state that the statement moved (a batch of 512 outcomes adds one or two rows), and
--- never updates a row, so nodes never wait on each other's counters. The store folds
--- the deltas into one row per owner and state every few seconds.
+-- The counts are kept as deltas, rows that are only ever added, so that nodes never
+-- wait on each other's counters: a trigger per statement adds one row per owner and
+-- state that an INSERT or DELETE moved, a trigger per row the two rows of an action
+-- (pause, resume, revoke), and a batch of outcomes (the only way to SUCCESS or ERROR)
+-- adds its own in one statement. The store folds the deltas into one row per owner and
+-- state every few seconds.
 
 CREATE TABLE attempt (
     task_id text NOT NULL REFERENCES task(id) ON DELETE CASCADE,
@@ -47,14 +49,7 @@ CREATE FUNCTION task_count_moved() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO task_count (owner_id, state, tasks)
-    SELECT owner_id, state, sum(delta) FROM (
-        SELECT o.owner_id, o.state, -1 AS delta FROM old_rows o JOIN new_rows n USING (id)
-        WHERE o.state <> n.state
-        UNION ALL
-        SELECT n.owner_id, n.state, 1 FROM old_rows o JOIN new_rows n USING (id)
-        WHERE o.state <> n.state
-    ) AS moved
-    GROUP BY owner_id, state;
+    VALUES (OLD.owner_id, OLD.state, -1), (NEW.owner_id, NEW.state, 1);
     RETURN NULL;
 END $$;
 
@@ -70,9 +65,9 @@ CREATE TRIGGER task_counted AFTER INSERT ON task
 REFERENCING NEW TABLE AS new_rows
 FOR EACH STATEMENT EXECUTE FUNCTION task_count_inserted();
 
-CREATE TRIGGER task_count_moved AFTER UPDATE ON task
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION task_count_moved();
+CREATE TRIGGER task_count_moved AFTER UPDATE OF state ON task
+FOR EACH ROW WHEN (OLD.state <> NEW.state AND NEW.state NOT IN ('SUCCESS', 'ERROR'))
+EXECUTE FUNCTION task_count_moved();
 
 CREATE TRIGGER task_uncounted AFTER DELETE ON task
 REFERENCING OLD TABLE AS old_rows

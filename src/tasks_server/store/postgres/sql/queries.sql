@@ -192,6 +192,11 @@ FROM backup_run ORDER BY tick DESC LIMIT $1;
 -- name: count_tasks
 SELECT state, sum(tasks) FROM task_count WHERE owner_id = $1 GROUP BY state;
 
+-- name: add_task_counts
+-- deltas: the outcomes of a batch that ended in SUCCESS or ERROR (out of RUNNING)
+INSERT INTO task_count (owner_id, state, tasks)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]);
+
 -- name: delete_owner_counts
 DELETE FROM task_count WHERE owner_id = $1;
 

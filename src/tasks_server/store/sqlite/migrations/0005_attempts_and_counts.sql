@@ -1,6 +1,8 @@
 -- Each task's attempts (the newest ATTEMPT_HISTORY of them), and each owner's tasks
--- counted by state, kept by triggers on every change of the task table so that the
--- counts are exact and cost no scan of it.
+-- counted by state so that the counts are exact and cost no scan of the task table:
+-- kept by triggers on every change, except outcomes (the only way to SUCCESS or ERROR),
+-- which the batch that writes them counts in one statement per owner (a trigger per row
+-- took a quarter of the writer's time in a burst). The queue counter does the same.
 
 CREATE TABLE attempt (
     task_id TEXT NOT NULL,
@@ -43,11 +45,19 @@ BEGIN
 END;
 
 CREATE TRIGGER task_count_moved AFTER UPDATE OF state ON task
-WHEN OLD.state <> NEW.state
+WHEN OLD.state <> NEW.state AND NEW.state NOT IN ('SUCCESS', 'ERROR')
 BEGIN
     UPDATE task_count SET tasks = tasks - 1 WHERE owner_id = OLD.owner_id AND state = OLD.state;
     INSERT INTO task_count (owner_id, state, tasks) VALUES (NEW.owner_id, NEW.state, 1)
     ON CONFLICT (owner_id, state) DO UPDATE SET tasks = tasks + 1;
+END;
+
+DROP TRIGGER task_leaves_queue;
+CREATE TRIGGER task_leaves_queue AFTER UPDATE OF state ON task
+WHEN OLD.state IN ('RUNNING', 'PAUSED')
+    AND NEW.state NOT IN ('RUNNING', 'PAUSED', 'SUCCESS', 'ERROR')
+BEGIN
+    UPDATE owner SET tasks_in_queue = tasks_in_queue - 1 WHERE id = NEW.owner_id;
 END;
 
 CREATE TRIGGER task_uncounted AFTER DELETE ON task

@@ -107,7 +107,20 @@ FROM (
         column8 AS estimate_next_retry_at, column9 AS estimate_end_at, column10 AS due_at
     FROM (VALUES {rows})
 ) AS v
-WHERE task.id = v.id AND task.lease_token = v.lease_token;
+WHERE task.id = v.id AND task.lease_token = v.lease_token
+RETURNING owner_id, state;
+
+-- name: count_finished
+-- :tasks of an owner's outcomes ended in :state (SUCCESS or ERROR): out of the queue and
+-- of RUNNING (the triggers leave outcomes to this, one statement per owner and state)
+UPDATE owner SET tasks_in_queue = tasks_in_queue - :tasks WHERE id = :owner_id;
+
+-- name: count_finished_states
+UPDATE task_count SET tasks = tasks - :tasks WHERE owner_id = :owner_id AND state = 'RUNNING';
+
+-- name: count_finished_state
+INSERT INTO task_count (owner_id, state, tasks) VALUES (:owner_id, :state, :tasks)
+ON CONFLICT (owner_id, state) DO UPDATE SET tasks = tasks + :tasks;
 
 -- name: insert_attempts
 -- {rows} is one "(?, ...)" per attempt, the fields of model.records.AttemptLog in
