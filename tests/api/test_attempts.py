@@ -4,6 +4,7 @@ both stores."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -163,3 +164,27 @@ def test_pages_follow_the_last_task_seen(api: Api, owner: Owner) -> None:
         assert seen == expected
     reply = api.http.get("/v1/queues?after=not-an-id", headers=owner.headers)
     assert "after" in assert_error(reply, 400)["fields"]
+
+
+def test_lists_filter_on_created_and_due_time_ranges(api: Api, owner: Owner) -> None:
+    tasks = []
+    for delay in (300_000, 100_000, 200_000):
+        tasks.append(register(api, owner, "http://127.0.0.1:9/x", executionDelay=delay))
+        time.sleep(0.002)  # each in a millisecond of its own
+    created = sorted(task["createdAt"] for task in tasks)
+    assert len(set(created)) == 3
+
+    def listed(query: str) -> list[str]:
+        reply = api.http.get(f"/v1/queues?limit=100{query}", headers=owner.headers)
+        assert reply.status_code == 200, reply.text
+        return [task["id"] for task in reply.json()]
+
+    ids = [task["id"] for task in tasks]
+    assert listed(f"&createdFrom={created[1]}") == ids[1:]
+    assert listed(f"&createdTo={created[1]}") == ids[:1]
+    due = sorted(task["estimateExecutionAt"] for task in tasks)
+    assert listed(f"&dueFrom={due[1]}&order=estimateExecutionAt") == [ids[2], ids[0]]
+    assert listed(f"&dueTo={due[1]}&dueFrom={due[0]}") == [ids[1]]
+    assert listed(f"&dueFrom={due[1]}&order=estimateExecutionAt&after={ids[2]}") == [ids[0]]
+    reply = api.http.get("/v1/queues?createdFrom=yesterday", headers=owner.headers)
+    assert "createdFrom" in assert_error(reply, 400)["fields"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def server(start_server: Callable[..., Api]) -> Api:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="UTC")
     found = context.new_page()
     found.on("dialog", lambda dialog: dialog.accept())  # every confirmation: yes
     yield found
@@ -190,3 +191,27 @@ def test_the_charts_and_the_operator_view(page: Page, server: Api, target: Targe
     expect(page.locator("tr[data-instance-id]")).to_have_count(1)
     expect(page.locator(".counts")).to_contain_text("SUCCESS 1")
     picture(page, "operator")
+
+
+def test_time_ranges_filter_and_stay_in_the_url(page: Page, server: Api) -> None:
+    owner = server.owner()
+    soon = task(server, owner, "http://127.0.0.1:9/x", executionDelay=60_000)
+    later = task(server, owner, "http://127.0.0.1:9/x", executionDelay=7_200_000)
+    due_soon = server.get(owner, soon)["estimateExecutionAt"]
+    sign_in(page, server, owner)
+    expect(page.locator("tr[data-task-id]")).to_have_count(2)
+    # "Due from" a minute past the first one's due time: the second one alone
+    page.get_by_label("Due from").fill(local_input(due_soon + 60_000))
+    page.get_by_role("button", name="Apply").click()
+    rows = page.locator("tr[data-task-id]")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-task-id") == later
+    assert "dueFrom=" in page.url
+    page.reload()
+    expect(rows).to_have_count(1)
+    expect(page.get_by_label("Due from")).not_to_have_value("")
+
+
+def local_input(ms: int) -> str:
+    """What a datetime-local input takes, in the browser's zone (UTC here), to the second."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")

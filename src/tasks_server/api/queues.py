@@ -77,6 +77,10 @@ async def list_tasks(request: Request) -> Response:
         descending=query.sort == "desc",
         state=State(query.state) if query.state else None,
         after=query.after.upper() if query.after else None,
+        created_from=query.created_from,
+        created_to=query.created_to,
+        due_from=query.due_from,
+        due_to=query.due_to,
     )
     rows = await ctx.store.list_tasks(params)
     return json_response(request, [task_view(ctx, row) for row in rows])

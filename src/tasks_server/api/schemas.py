@@ -40,6 +40,12 @@ class ListQuery(Strict, frozen=True):
     order: ListOrder = "createdAt"
     sort: ListSort = "asc"
     state: StateName | None = None
+    # ms since the epoch: from (inclusive) and to (exclusive) on createdAt, and on
+    # estimateExecutionAt (due)
+    created_from: Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
+    created_to: Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
+    due_from: Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
+    due_to: Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
     # a task id: the page that follows it (paging that costs the same at any depth)
     after: Annotated[str, Meta(pattern=r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")] | None = None
 

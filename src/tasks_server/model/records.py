@@ -7,6 +7,8 @@ columns (state, due times, counters) stay in clear so they can be indexed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from tasks_server.model.lifecycle import State
@@ -138,19 +140,36 @@ class ListParams(msgspec.Struct, frozen=True):
     descending: bool
     state: State | None
     after: str | None = None  # a task id: the rows past it in this order
+    # time ranges, ms: from inclusive, to exclusive ("due": estimate_execution_at)
+    created_from: int | None = None
+    created_to: int | None = None
+    due_from: int | None = None
+    due_to: int | None = None
 
-    def page_sql(self, owner: str, after: str) -> tuple[str, str]:
-        """ORDER BY and the condition that starts past `after` (a parameter placeholder),
-        for the owner placeholder `owner`: the one place these are written."""
+    def page_sql(self, placeholder: Callable[[str], str]) -> tuple[str, str]:
+        """ORDER BY, and the conditions of the ranges and of the start past `after`, with
+        `placeholder(field)` giving each value's parameter: the one place they are written."""
         direction, compare = ("DESC", "<") if self.descending else ("ASC", ">")
         order_by = f"{self.order} {direction}, id {direction}"
-        if self.after is None:
-            return order_by, ""
-        start = (
-            f"AND ({self.order}, id) {compare} "
-            f"(SELECT {self.order}, id FROM task WHERE id = {after} AND owner_id = {owner})"
-        )
-        return order_by, start
+        conditions = [
+            f"AND {column} {operator} {placeholder(field)}"
+            for field, column, operator in _RANGES
+            if getattr(self, field) is not None
+        ]
+        if self.after is not None:
+            conditions.append(
+                f"AND ({self.order}, id) {compare} (SELECT {self.order}, id FROM task"
+                f" WHERE id = {placeholder('after')} AND owner_id = {placeholder('owner_id')})"
+            )
+        return order_by, " ".join(conditions)
+
+
+_RANGES = (
+    ("created_from", "created_at", ">="),
+    ("created_to", "created_at", "<"),
+    ("due_from", "estimate_execution_at", ">="),
+    ("due_to", "estimate_execution_at", "<"),
+)
 
 
 # API order names -> task columns; the only values ever placed in ORDER BY

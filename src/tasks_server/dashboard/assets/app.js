@@ -7,6 +7,8 @@ const SESSION = { owner: "tasks.ownerId", key: "tasks.key", admin: "tasks.adminT
 const STATES = ["RUNNING", "PAUSED", "SUCCESS", "ERROR", "REVOKED"];
 const ORDERS = { createdAt: "Created", estimateExecutionAt: "Due", estimateEndAt: "Ended" };
 const PAGE = 50;
+// time filters: URL parameter (ms, as the API takes it) -> label
+const RANGES = { createdFrom: "Created from", createdTo: "Created before", dueFrom: "Due from", dueTo: "Due before" };
 
 // ---- the page ----
 
@@ -42,6 +44,12 @@ function alertText(text) {
 function time(ms) {
   if (!ms) return "–";
   return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+function localTime(ms) {
+  // the value a datetime-local input shows: local time, to the second
+  const date = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
+  return date.toISOString().slice(0, 19);
 }
 
 function duration(ms) {
@@ -165,12 +173,17 @@ async function tasksPage(params) {
   const after = params.get("after") || "";
   const query = new URLSearchParams({ limit: String(PAGE + 1), order, sort });
   if (state) query.set("state", state);
+  const ranges = {};
+  for (const name of Object.keys(RANGES)) {
+    if (/^\d+$/.test(params.get(name) || "")) ranges[name] = params.get(name);
+  }
+  for (const [name, value] of Object.entries(ranges)) query.set(name, value);
   if (after) query.set("after", after);
   const [counts, found] = await Promise.all([api("/v1/queues/stats"), api(`/v1/queues?${query}`)]);
   const tasks = found.slice(0, PAGE);
   const more = found.length > PAGE;
 
-  const filters = new URLSearchParams({ state, order, sort });
+  const filters = new URLSearchParams({ state, order, sort, ...ranges });
   const countsBar = h(
     "ul",
     { class: "counts", "aria-label": "Counts" },
@@ -182,19 +195,30 @@ async function tasksPage(params) {
   const orderSelect = h("select", { id: "filter-order", name: "order" }, Object.entries(ORDERS).map(([value, label]) => h("option", { value, selected: value === order }, label)));
   const sortSelect = h("select", { id: "filter-sort", name: "sort" }, h("option", { value: "desc", selected: sort === "desc" }, "Newest first"), h("option", { value: "asc", selected: sort === "asc" }, "Oldest first"));
   const idInput = h("input", { id: "filter-id", name: "id", placeholder: "01J…", spellcheck: "false" });
+  // in the browser's time zone on screen, ms since the epoch in the URL
+  const rangeInputs = Object.fromEntries(
+    Object.keys(RANGES).map((name) => [
+      name,
+      h("input", { id: `filter-${name}`, type: "datetime-local", step: "1", value: ranges[name] ? localTime(Number(ranges[name])) : "" }),
+    ]),
+  );
   const form = h(
     "form",
     {
       class: "filters",
       onsubmit: (event) => {
         event.preventDefault();
-        go("/tasks", new URLSearchParams({ state: stateSelect.value, order: orderSelect.value, sort: sortSelect.value, id: idInput.value }));
+        const chosen = Object.fromEntries(
+          Object.entries(rangeInputs).map(([name, input]) => [name, input.value ? String(new Date(input.value).getTime()) : ""]),
+        );
+        go("/tasks", new URLSearchParams({ state: stateSelect.value, order: orderSelect.value, sort: sortSelect.value, id: idInput.value, ...chosen }));
       },
     },
     h("label", { for: "filter-state" }, "State"), stateSelect,
     h("label", { for: "filter-order" }, "Order by"), orderSelect,
     h("label", { for: "filter-sort" }, "Sort"), sortSelect,
     h("label", { for: "filter-id" }, "Task id"), idInput,
+    Object.entries(RANGES).map(([name, label]) => [h("label", { for: `filter-${name}` }, label), rangeInputs[name]]),
     h("button", { type: "submit" }, "Apply"),
   );
   const table = h(

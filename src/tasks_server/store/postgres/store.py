@@ -342,9 +342,14 @@ class PostgresStore:
         values: list[Any] = [params.owner_id, params.limit, params.offset]
         if params.state:
             values.append(params.state.value)
-        if params.after is not None:
-            values.append(params.after)
-        order_by, after = params.page_sql("$1", f"${len(values)}")
+
+        def placeholder(field: str) -> str:
+            if field == "owner_id":
+                return "$1"
+            values.append(getattr(params, field))
+            return f"${len(values)}"
+
+        order_by, after = params.page_sql(placeholder)
         name = "list_tasks_in_state" if params.state else "list_tasks"
         statement = self._q[name].replace("{order_by}", order_by).replace("{after}", after)
         async with self._connection() as conn:

@@ -252,7 +252,7 @@ class SqliteStore:
         return _task_row(row) if row else None
 
     async def list_tasks(self, params: ListParams) -> list[TaskRow]:
-        order_by, after = params.page_sql(":owner_id", ":after")
+        order_by, after = params.page_sql(lambda field: f":{field}")
         name = "list_tasks_in_state" if params.state else "list_tasks"
         statement = self._q[name].replace("{order_by}", order_by).replace("{after}", after)
         values = msgspec.structs.asdict(params)

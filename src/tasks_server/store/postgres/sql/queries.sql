@@ -78,8 +78,8 @@ SELECT {task_columns} FROM task WHERE id = $1 AND owner_id = $2;
 SELECT {task_columns} FROM task WHERE id = $1 AND owner_id = $2 FOR UPDATE;
 
 -- name: list_tasks
--- {after}: empty, or the rows past a task in the order, its id the last parameter (a
--- page at any depth costs the same: the index is entered where the previous page ended)
+-- {after}: the time ranges asked, and the start past a task in the order (a page at
+-- any depth costs the same: the index is entered where the previous page ended)
 SELECT {task_columns} FROM task WHERE owner_id = $1 {after}
 ORDER BY {order_by} LIMIT $2 OFFSET $3;
 

@@ -37,8 +37,8 @@ SELECT {task_columns} FROM task WHERE id = :id AND owner_id = :owner_id;
 SELECT owner_id FROM task WHERE id = :id;
 
 -- name: list_tasks
--- {after}: empty, or the rows past the task :after in the order (a page at any depth
--- costs the same: the index is entered where the previous page ended)
+-- {after}: the time ranges asked, and the start past the task :after in the order (a
+-- page at any depth costs the same: the index is entered where the previous page ended)
 SELECT {task_columns} FROM task WHERE owner_id = :owner_id {after}
 ORDER BY {order_by} LIMIT :limit OFFSET :offset;
 
