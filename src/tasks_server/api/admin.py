@@ -73,7 +73,7 @@ async def overview(request: Request) -> Response:
             )
             for instance in alive
         ],
-        tasks=TaskCounts(**{state.value: count for state, count in figures.tasks.items()}),
+        tasks=TaskCounts.of(figures.tasks),
         due_backlog=figures.due_backlog,
         oldest_due_age_ms=max(0, now - figures.oldest_due_at) if figures.oldest_due_at else 0,
         backups=[

@@ -190,7 +190,7 @@ async def count_tasks(request: Request) -> Response:
     ctx = services(request)
     owner = await authenticate(request, ctx.store)
     counts = await ctx.store.count_tasks(owner.id)
-    return json_response(request, TaskCounts(**{state.value: n for state, n in counts.items()}))
+    return json_response(request, TaskCounts.of(counts))
 
 
 def attempt_view(ctx: Services, attempt: AttemptLog) -> AttemptView:

@@ -6,11 +6,13 @@ struct is strict: an unknown key is an error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
+from tasks_server.model.lifecycle import State
 from tasks_server.model.spec import MAX_SAFE_INTEGER, Strict, pattern
 
 OwnerName = Annotated[
@@ -119,6 +121,10 @@ class TaskCounts(msgspec.Struct):
     SUCCESS: int
     ERROR: int
     REVOKED: int
+
+    @classmethod
+    def of(cls, counts: Mapping[State, int]) -> TaskCounts:
+        return cls(**{state.value: count for state, count in counts.items()})
 
 
 class ActivityPoint(Camel):
