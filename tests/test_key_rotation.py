@@ -200,3 +200,34 @@ def test_rotate_key_reseals_the_errors_of_every_attempt(tmp_path: Path, target: 
         reply = api.http.get(f"/v1/queues/{failed['id']}/attempts", headers=owner.headers)
         assert reply.status_code == 200, reply.text
         assert [a["error"] for a in reply.json()] == ["HTTP 500", "HTTP 500"]
+
+
+def test_the_host_filter_finds_rows_of_a_previous_key_and_after_a_rotation(
+    tmp_path: Path, target: Target
+) -> None:
+    owner, done_id, queued_id = written_with_old_key(tmp_path, target)
+
+    def by_host(api: Api) -> set[str]:
+        reply = api.http.get("/v1/queues?host=127.0.0.1&limit=100", headers=owner.headers)
+        assert reply.status_code == 200, reply.text
+        return {task["id"] for task in reply.json()}
+
+    # digests made with OLD: found through CIPHER_KEY_PREVIOUS
+    with running_api(tmp_path, cipher_key=NEW, cipher_key_previous=(OLD,)) as api:
+        assert by_host(api) == {done_id, queued_id}
+    assert rotate(tmp_path, CIPHER_KEY=NEW, CIPHER_KEY_PREVIOUS=OLD).exit_code == 0
+    # rotated rows lose their digest; the next server makes it again with the new key
+    with running_api(tmp_path, cipher_key=NEW) as api:
+        wait_until(lambda: by_host(api) == {done_id, queued_id}, timeout=10)
+
+
+def test_a_host_digest_is_keyed_and_reads_nothing_back() -> None:
+    old, new = Cipher(OLD), Cipher(NEW, (OLD,))
+    assert old.index("hooks.example.com") == old.index("hooks.example.com")
+    assert old.index("hooks.example.com") != old.index("other.example.com")
+    assert new.index("hooks.example.com") != old.index("hooks.example.com")
+    assert new.indexes("hooks.example.com") == [
+        new.index("hooks.example.com"),
+        old.index("hooks.example.com"),
+    ]
+    assert "example" not in new.index("hooks.example.com")

@@ -32,6 +32,7 @@ from tasks_server.dispatch.sender import CurlSender
 from tasks_server.logs import LIFECYCLE
 from tasks_server.metrics import Metrics
 from tasks_server.model.canonical import ValidationRules
+from tasks_server.model.registration import url_host
 from tasks_server.model.timing import now_ms
 from tasks_server.retention import Retention
 from tasks_server.scheduler import Scheduler
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> Starlette:
         await backups.start()
         await retention.start()
         sampler = asyncio.create_task(sample_backlog(store, metrics), name="backlog-sampler")
+        filler = asyncio.create_task(fill_target_hosts(store, codec), name="host-filler")
         rules = ValidationRules(
             allow_file_paths=settings.allow_file_paths,
             http3=capabilities.HTTP3,
@@ -97,9 +99,10 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            sampler.cancel()
-            with suppress(asyncio.CancelledError):
-                await sampler
+            for helper in (sampler, filler):
+                helper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await helper
             await retention.stop()
             await backups.stop()
             await scheduler.stop()
@@ -147,3 +150,22 @@ async def sample_backlog(store: Store, metrics: Metrics) -> None:
         except Exception as exc:  # the database is away for a moment: the next sample
             log.debug("Could not sample the backlog: %s", exc)
         await asyncio.sleep(BACKLOG_SAMPLE_S)
+
+
+async def fill_target_hosts(store: Store, codec: TaskCodec) -> None:
+    """Rows registered before lists could filter on the target's host get theirs, 500 at a
+    time (only the server can open a payload); a row it cannot open keeps none."""
+
+    def host_of(task_id: str, payload: bytes) -> str:
+        try:
+            return codec.index_host(url_host(codec.open_spec(task_id, payload).http_request.url))
+        except Exception:
+            return ""
+
+    after: str | None = ""
+    try:
+        while after is not None:
+            after = await store.fill_target_hosts(after, 500, host_of)
+            await asyncio.sleep(0.05)  # let the other writes through
+    except Exception as exc:  # the next start goes on from the beginning
+        log.error("Could not fill in the target hosts of older tasks: %s", exc)

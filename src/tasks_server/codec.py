@@ -29,6 +29,13 @@ class TaskCodec:
         body = msgspec.structs.replace(spec, metadata=None)
         return self._cipher.seal(_spec_encoder.encode(body), _context(task_id, "payload"))
 
+    def index_host(self, host: str) -> str:
+        # the target's host is part of the sealed request: only a keyed digest is stored
+        return self._cipher.index(host)
+
+    def host_indexes(self, host: str) -> list[str]:
+        return self._cipher.indexes(host)
+
     def open_spec(self, task_id: str, sealed: bytes) -> TaskSpec:
         return _spec_decoder.decode(self._cipher.open(sealed, _context(task_id, "payload")))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -72,6 +74,15 @@ def _aead(secret: str) -> AESGCM:
     return derive_key(secret, salt=b"tasks-server", info=b"tasks-server payload v1")
 
 
+def _index_key(secret: str) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"tasks-server", info=b"index v1")
+    return hkdf.derive(secret.encode())
+
+
+def _digest(key: bytes, value: str) -> str:
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 class Cipher:
     """Seals bytes bound to a context (the task id), so a row cannot be swapped.
 
@@ -82,6 +93,18 @@ class Cipher:
     def __init__(self, secret: str, previous: tuple[str, ...] = ()) -> None:
         self._aead = _aead(secret)
         self._keys = [self._aead, *(_aead(old) for old in previous if old != secret)]
+        older = [old for old in previous if old != secret]
+        self._index_keys = [_index_key(secret), *(_index_key(old) for old in older)]
+
+    def index(self, value: str) -> str:
+        """A keyed digest of `value` (HMAC-SHA256, 128 bits): equal values have equal
+        digests, so a column of them can be searched, and none can be read back."""
+        return _digest(self._index_keys[0], value)
+
+    def indexes(self, value: str) -> list[str]:
+        """The digests of `value` under the current key and each previous one: what rows
+        written before a key change hold."""
+        return [_digest(key, value) for key in self._index_keys]
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = _nonces.take()

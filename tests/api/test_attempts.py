@@ -4,12 +4,16 @@ both stores."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
+from tasks_server.config import Settings
 from tests.conftest import BOTH_STORES, Api, Owner, assert_error
 from tests.database import rows
+from tests.pg import psql
 from tests.targets import Reply, Target, wait_until
 
 pytestmark = BOTH_STORES
@@ -151,7 +155,12 @@ def test_pages_follow_the_last_task_seen(api: Api, owner: Owner) -> None:
     ids = [
         register(api, owner, "http://127.0.0.1:9/x", executionDelay=600_000)["id"] for _ in range(7)
     ]
-    for sort, expected in (("asc", ids), ("desc", ids[::-1])):
+    for sort in ("asc", "desc"):
+        whole = api.http.get(f"/v1/queues?limit=100&sort={sort}", headers=owner.headers).json()
+        expected = [task["id"] for task in whole]  # one page: the order pages must follow
+        assert sorted(expected) == sorted(ids)
+        keys = [(task["createdAt"], task["id"]) for task in whole]
+        assert keys == sorted(keys, reverse=sort == "desc")  # by time, ties by id
         seen: list[str] = []
         after = ""
         while True:
@@ -188,3 +197,49 @@ def test_lists_filter_on_created_and_due_time_ranges(api: Api, owner: Owner) -> 
     assert listed(f"&dueFrom={due[1]}&order=estimateExecutionAt&after={ids[2]}") == [ids[0]]
     reply = api.http.get("/v1/queues?createdFrom=yesterday", headers=owner.headers)
     assert "createdFrom" in assert_error(reply, 400)["fields"]
+
+
+def test_lists_filter_on_the_target_host_and_an_edit_moves_it(api: Api, owner: Owner) -> None:
+    here = register(api, owner, "http://127.0.0.1:9/a", executionDelay=600_000)["id"]
+    there = register(api, owner, "http://LocalHost:9/b", executionDelay=600_000)["id"]
+
+    def listed(host: str) -> list[str]:
+        reply = api.http.get("/v1/queues", params={"host": host}, headers=owner.headers)
+        assert reply.status_code == 200, reply.text
+        return [task["id"] for task in reply.json()]
+
+    assert listed("localhost") == [there]
+    assert listed(" LOCALHOST ") == [there]
+    assert listed("127.0.0.1") == [here]
+    assert listed("example.com") == []
+    edit = {"httpRequest": {"url": "http://127.0.0.1:9/moved", "method": "POST"}}
+    reply = api.http.patch(f"/v1/queues/{there}", json=edit, headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+    assert listed("127.0.0.1") == [here, there]
+    assert listed("localhost") == []
+
+
+def test_tasks_stored_before_the_host_column_get_theirs(
+    start_server: Callable[..., Api], target: Target
+) -> None:
+    api = start_server()
+    owner = api.owner()
+    old = register(api, owner, target.url("/old"), executionDelay=600_000)["id"]
+    forget_hosts(api.settings)
+    again = start_server()  # its start fills them in
+
+    def filled() -> bool:
+        reply = again.http.get("/v1/queues?host=127.0.0.1", headers=owner.headers)
+        return [task["id"] for task in reply.json()] == [old]
+
+    wait_until(filled, timeout=10)
+
+
+def forget_hosts(settings: Settings) -> None:
+    """The rows as a server before the target_host column left them."""
+    if settings.database_url:
+        schema = settings.database_url.rsplit("search_path=", 1)[1]
+        psql(f"UPDATE {schema}.task SET target_host = ''")
+        return
+    with closing(sqlite3.connect(settings.path_sqlite)) as conn, conn:
+        conn.execute("UPDATE task SET target_host = ''")

@@ -89,6 +89,7 @@ def test_sign_in_filter_sort_and_page_through_the_tasks(
     ids = [task(server, owner, target.url("/later"), executionDelay=600_000) for _ in range(53)]
     paused = ids[5]
     server.http.patch(f"/v1/queues/{paused}/pause", headers=owner.headers)
+    elsewhere = task(server, owner, "http://localhost:9/x", executionDelay=600_000)
     sign_in(page, server, owner)
     picture(page, "tasks")
 
@@ -97,15 +98,19 @@ def test_sign_in_filter_sort_and_page_through_the_tasks(
     assert page.context.cookies() == []
     assert owner.key not in page.url and owner.id not in page.url
 
-    expect(page.locator(".counts [data-state=RUNNING] strong")).to_have_text("52")
+    expect(page.locator(".counts [data-state=RUNNING] strong")).to_have_text("53")
     expect(page.locator(".counts [data-state=PAUSED] strong")).to_have_text("1")
     rows = page.locator("tr[data-task-id]")
     expect(rows).to_have_count(50)
-    assert rows.first.get_attribute("data-task-id") == ids[-1]  # newest first
+    # newest first, as the API orders them (ties in a millisecond broken by id)
+    newest = server.http.get("/v1/queues?sort=desc&limit=100", headers=owner.headers).json()
+    order = [found["id"] for found in newest]
+    assert set(order) == {*ids, elsewhere}
+    assert [rows.nth(i).get_attribute("data-task-id") for i in range(50)] == order[:50]
 
     page.get_by_role("link", name="Next page").click()
-    expect(rows).to_have_count(3)
-    assert [rows.nth(i).get_attribute("data-task-id") for i in range(3)] == ids[2::-1]
+    expect(rows).to_have_count(4)
+    assert [rows.nth(i).get_attribute("data-task-id") for i in range(4)] == order[50:]
 
     page.get_by_label("State").select_option("PAUSED")
     page.get_by_label("Sort").select_option("asc")
@@ -116,6 +121,14 @@ def test_sign_in_filter_sort_and_page_through_the_tasks(
     page.reload()  # the filters live in the URL
     expect(rows).to_have_count(1)
     expect(page.get_by_label("State")).to_have_value("PAUSED")
+
+    page.get_by_label("State").select_option("")
+    page.get_by_label("Target host").fill("LOCALHOST")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-task-id") == elsewhere
+    assert "host=LOCALHOST" in page.url
+    page.get_by_label("Target host").fill("")
 
     page.get_by_label("Task id").fill(ids[0].lower())
     page.get_by_role("button", name="Apply").click()

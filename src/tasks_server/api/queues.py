@@ -67,7 +67,7 @@ async def list_tasks(request: Request) -> Response:
         request.query_params.multi_items(),
         ListQuery,
         ignore=frozenset({"pretty"}),
-        normalize={"sort": str.lower, "state": str.upper},
+        normalize={"sort": str.lower, "state": str.upper, "host": _host},
     )
     params = ListParams(
         owner_id=owner.id,
@@ -81,6 +81,7 @@ async def list_tasks(request: Request) -> Response:
         created_to=query.created_to,
         due_from=query.due_from,
         due_to=query.due_to,
+        host_indexes=tuple(ctx.codec.host_indexes(query.host)) if query.host else (),
     )
     rows = await ctx.store.list_tasks(params)
     return json_response(request, [task_view(ctx, row) for row in rows])
@@ -164,6 +165,11 @@ async def _change(
         raise ApiError(404, "Task not found") from None
     except TransitionRefused as exc:
         raise ApiError(409, str(exc)) from None
+
+
+def _host(value: str) -> str:
+    """As target_host keeps it: lower case, an IPv6 address without brackets."""
+    return value.strip().lower().removeprefix("[").removesuffix("]")
 
 
 def _task_id(request: Request) -> str:

@@ -48,6 +48,8 @@ class ListQuery(Strict, frozen=True):
     created_to: Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
     due_from: Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
     due_to: Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
+    # the target URL's host, exactly (case does not matter)
+    host: Annotated[str, Meta(min_length=1, max_length=253)] | None = None
     # a task id: the page that follows it (paging that costs the same at any depth)
     after: Annotated[str, Meta(pattern=r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")] | None = None
 

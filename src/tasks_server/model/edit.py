@@ -9,7 +9,7 @@ import msgspec
 from tasks_server.model.canonical import ValidationRules, canonical_task_spec
 from tasks_server.model.lifecycle import Action, State, target_state
 from tasks_server.model.records import TaskChange, TaskRow
-from tasks_server.model.registration import execution_time, lease_ms
+from tasks_server.model.registration import execution_time, lease_ms, url_host
 from tasks_server.model.sealing import TaskSealer
 from tasks_server.model.spec import TaskSpec
 from tasks_server.model.validation import ValidationFailed, convert
@@ -93,4 +93,5 @@ def edit(
         metadata=sealer.seal_metadata(row.id, spec.metadata),
         retry_limit=spec.config.retry,
         lease_ms=lease_ms(spec, execution_at),
+        target_host=sealer.index_host(url_host(spec.http_request.url)),
     )

@@ -41,6 +41,10 @@ class TaskRow(msgspec.Struct, frozen=True):
     due_at: int | None
     lease_token: int | None
     lease_ms: int
+    # a keyed digest of the URL's host (TaskSealer.index_host): lists filter on it, and the
+    # host, part of the sealed request, cannot be read back; "" until the server fills it in
+    # (a row written before the column existed, or resealed by rotate-key)
+    target_host: str = ""
 
     @property
     def in_flight(self) -> bool:
@@ -63,6 +67,7 @@ class TaskChange(msgspec.Struct, frozen=True, omit_defaults=True):
     payload: bytes | msgspec.UnsetType = msgspec.UNSET
     due_at: int | msgspec.UnsetType | None = msgspec.UNSET
     lease_ms: int | msgspec.UnsetType = msgspec.UNSET
+    target_host: str | msgspec.UnsetType = msgspec.UNSET
     # dropping the lease makes a late result of an aborted attempt count for nothing
     drop_lease: bool = False
 
@@ -145,21 +150,30 @@ class ListParams(msgspec.Struct, frozen=True):
     created_to: int | None = None
     due_from: int | None = None
     due_to: int | None = None
+    # the digests of the target host asked for (one per key that may have written them)
+    host_indexes: tuple[str, ...] = ()
 
-    def page_sql(self, placeholder: Callable[[str], str]) -> tuple[str, str]:
-        """ORDER BY, and the conditions of the ranges and of the start past `after`, with
-        `placeholder(field)` giving each value's parameter: the one place they are written."""
+    def page_sql(self, placeholder: Callable[[str, object], str]) -> tuple[str, str]:
+        """ORDER BY, and the conditions of the filters and of the start past `after`, with
+        `placeholder(name, value)` giving each value's parameter: the one place they are
+        written."""
         direction, compare = ("DESC", "<") if self.descending else ("ASC", ">")
         order_by = f"{self.order} {direction}, id {direction}"
         conditions = [
-            f"AND {column} {operator} {placeholder(field)}"
+            f"AND {column} {operator} {placeholder(field, getattr(self, field))}"
             for field, column, operator in _RANGES
             if getattr(self, field) is not None
         ]
+        if self.host_indexes:
+            digests = ", ".join(
+                placeholder(f"host_{n}", digest) for n, digest in enumerate(self.host_indexes)
+            )
+            conditions.append(f"AND target_host IN ({digests})")
         if self.after is not None:
             conditions.append(
                 f"AND ({self.order}, id) {compare} (SELECT {self.order}, id FROM task"
-                f" WHERE id = {placeholder('after')} AND owner_id = {placeholder('owner_id')})"
+                f" WHERE id = {placeholder('after', self.after)}"
+                f" AND owner_id = {placeholder('owner_id', self.owner_id)})"
             )
         return order_by, " ".join(conditions)
 

@@ -3,6 +3,8 @@ and the time each attempt may take."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from tasks_server.model.lifecycle import State
 from tasks_server.model.records import TaskRow
 from tasks_server.model.sealing import TaskSealer
@@ -60,4 +62,10 @@ def new_task_row(
         due_at=execution_at,
         lease_token=None,
         lease_ms=lease_ms(spec, execution_at),
+        target_host=sealer.index_host(url_host(spec.http_request.url)),
     )
+
+
+def url_host(url: str) -> str:
+    """The host a task's URL names, lower case, without brackets: what lists filter on."""
+    return urlsplit(url).hostname or ""

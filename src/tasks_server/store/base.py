@@ -183,6 +183,12 @@ class Store(Protocol):
     async def recent_backups(self, limit: int) -> list[BackupRun]:
         """The newest scheduled backups, newest first."""
 
+    async def fill_target_hosts(
+        self, after: str, limit: int, host_of: Callable[[str, bytes], str]
+    ) -> str | None:
+        """Give up to `limit` rows written before target_host existed (ids past `after`)
+        their host, `host_of(id, payload)`; the last id seen, None when none is left."""
+
     async def count_tasks(self, owner_id: str) -> dict[State, int]:
         """The owner's tasks in each state (every state, 0 where none), from counters
         kept with every change: no scan of the tasks."""

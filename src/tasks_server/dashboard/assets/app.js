@@ -178,12 +178,15 @@ async function tasksPage(params) {
     if (/^\d+$/.test(params.get(name) || "")) ranges[name] = params.get(name);
   }
   for (const [name, value] of Object.entries(ranges)) query.set(name, value);
+  const host = (params.get("host") || "").trim();
+  if (host) query.set("host", host);
   if (after) query.set("after", after);
   const [counts, found] = await Promise.all([api("/v1/queues/stats"), api(`/v1/queues?${query}`)]);
   const tasks = found.slice(0, PAGE);
   const more = found.length > PAGE;
 
-  const filters = new URLSearchParams({ state, order, sort, ...ranges });
+  const filters = new URLSearchParams({ state, order, sort, host, ...ranges });
+  for (const [name, value] of [...filters]) if (!value) filters.delete(name);
   const countsBar = h(
     "ul",
     { class: "counts", "aria-label": "Counts" },
@@ -195,6 +198,7 @@ async function tasksPage(params) {
   const orderSelect = h("select", { id: "filter-order", name: "order" }, Object.entries(ORDERS).map(([value, label]) => h("option", { value, selected: value === order }, label)));
   const sortSelect = h("select", { id: "filter-sort", name: "sort" }, h("option", { value: "desc", selected: sort === "desc" }, "Newest first"), h("option", { value: "asc", selected: sort === "asc" }, "Oldest first"));
   const idInput = h("input", { id: "filter-id", name: "id", placeholder: "01J…", spellcheck: "false" });
+  const hostInput = h("input", { id: "filter-host", name: "host", placeholder: "hooks.example.com", spellcheck: "false", value: host });
   // in the browser's time zone on screen, ms since the epoch in the URL
   const rangeInputs = Object.fromEntries(
     Object.keys(RANGES).map((name) => [
@@ -211,12 +215,13 @@ async function tasksPage(params) {
         const chosen = Object.fromEntries(
           Object.entries(rangeInputs).map(([name, input]) => [name, input.value ? String(new Date(input.value).getTime()) : ""]),
         );
-        go("/tasks", new URLSearchParams({ state: stateSelect.value, order: orderSelect.value, sort: sortSelect.value, id: idInput.value, ...chosen }));
+        go("/tasks", new URLSearchParams({ state: stateSelect.value, order: orderSelect.value, sort: sortSelect.value, host: hostInput.value.trim(), id: idInput.value, ...chosen }));
       },
     },
     h("label", { for: "filter-state" }, "State"), stateSelect,
     h("label", { for: "filter-order" }, "Order by"), orderSelect,
     h("label", { for: "filter-sort" }, "Sort"), sortSelect,
+    h("label", { for: "filter-host" }, "Target host"), hostInput,
     h("label", { for: "filter-id" }, "Task id"), idInput,
     Object.entries(RANGES).map(([name, label]) => [h("label", { for: `filter-${name}` }, label), rangeInputs[name]]),
     h("button", { type: "submit" }, "Apply"),

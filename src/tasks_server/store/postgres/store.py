@@ -343,10 +343,10 @@ class PostgresStore:
         if params.state:
             values.append(params.state.value)
 
-        def placeholder(field: str) -> str:
-            if field == "owner_id":
+        def placeholder(name: str, value: object) -> str:
+            if name == "owner_id":
                 return "$1"
-            values.append(getattr(params, field))
+            values.append(value)
             return f"${len(values)}"
 
         order_by, after = params.page_sql(placeholder)
@@ -539,6 +539,17 @@ class PostgresStore:
         async with self._connection() as conn:
             rows = await conn.fetch(self._q["recent_backups"], limit)
         return [BackupRun(*row) for row in rows]
+
+    async def fill_target_hosts(
+        self, after: str, limit: int, host_of: Callable[[str, bytes], str]
+    ) -> str | None:
+        async with self._transaction() as conn:
+            rows = await conn.fetch(self._q["hostless_tasks"], after, limit)
+            hosts = [
+                (host, task_id) for task_id, payload in rows if (host := host_of(task_id, payload))
+            ]
+            await conn.executemany(self._q["set_target_host"], hosts)
+        return str(rows[-1][0]) if rows else None
 
     async def count_tasks(self, owner_id: str) -> dict[State, int]:
         async with self._connection() as conn:

@@ -252,10 +252,15 @@ class SqliteStore:
         return _task_row(row) if row else None
 
     async def list_tasks(self, params: ListParams) -> list[TaskRow]:
-        order_by, after = params.page_sql(lambda field: f":{field}")
+        values = msgspec.structs.asdict(params)
+
+        def placeholder(name: str, value: object) -> str:
+            values[name] = value
+            return f":{name}"
+
+        order_by, after = params.page_sql(placeholder)
         name = "list_tasks_in_state" if params.state else "list_tasks"
         statement = self._q[name].replace("{order_by}", order_by).replace("{after}", after)
-        values = msgspec.structs.asdict(params)
 
         def select(conn: sqlite3.Connection) -> list[TaskRow]:
             return [_task_row(row) for row in conn.execute(statement, values)]
@@ -452,6 +457,20 @@ class SqliteStore:
             return [BackupRun(*row) for row in rows]
 
         return await self._read(select)
+
+    async def fill_target_hosts(
+        self, after: str, limit: int, host_of: Callable[[str, bytes], str]
+    ) -> str | None:
+        def fill(conn: sqlite3.Connection) -> str | None:
+            found = conn.execute(self._q["hostless_tasks"], {"after": after, "limit": limit})
+            rows = found.fetchall()
+            hosts = [
+                (host, task_id) for task_id, payload in rows if (host := host_of(task_id, payload))
+            ]
+            conn.executemany(self._q["set_target_host"], hosts)
+            return str(rows[-1][0]) if rows else None
+
+        return await self._write(fill)
 
     async def count_tasks(self, owner_id: str) -> dict[State, int]:
         def select(conn: sqlite3.Connection) -> dict[State, int]:

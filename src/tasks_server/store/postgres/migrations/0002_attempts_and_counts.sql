@@ -1,3 +1,9 @@
+-- A keyed digest of the target's host, so that lists filter on it while the host, part
+-- of the sealed request, stays unreadable; '' until the server fills it in (rows written
+-- before this, or resealed by rotate-key: it alone holds the key).
+ALTER TABLE task ADD COLUMN target_host text NOT NULL DEFAULT '';
+CREATE INDEX task_owner_host_created ON task (owner_id, target_host, created_at, id);
+
 -- Each task's attempts (the newest ATTEMPT_HISTORY of them), and each owner's tasks
 -- counted by state so that the counts are exact and cost no scan of the task table.
 --

@@ -189,6 +189,13 @@ SELECT lease_owner, count(*) FROM task WHERE lease_owner IS NOT NULL GROUP BY le
 SELECT tick, instance_id, state, started_at, finished_at, location, size, error
 FROM backup_run ORDER BY tick DESC LIMIT $1;
 
+-- name: hostless_tasks
+-- rows written before target_host existed, in id order past $1
+SELECT id, payload FROM task WHERE target_host = '' AND id > $1 ORDER BY id LIMIT $2;
+
+-- name: set_target_host
+UPDATE task SET target_host = $1 WHERE id = $2;
+
 -- name: count_tasks
 SELECT state, sum(tasks) FROM task_count WHERE owner_id = $1 GROUP BY state;
 
@@ -221,7 +228,9 @@ SELECT id, payload, metadata, response, error FROM task
 WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE;
 
 -- name: reseal_task
-UPDATE task SET payload = $2, metadata = $3, response = $4, error = $5 WHERE id = $1;
+-- the host's digest was made with the old key: the next server start makes it again
+UPDATE task SET payload = $2, metadata = $3, response = $4, error = $5, target_host = ''
+WHERE id = $1;
 
 -- name: running_backups
 SELECT tick, instance_id FROM backup_run WHERE state = 'RUNNING' AND tick <> $1;

@@ -154,6 +154,13 @@ SELECT lease_owner, count(*) FROM task WHERE lease_owner IS NOT NULL GROUP BY le
 SELECT tick, instance_id, state, started_at, finished_at, location, size, error
 FROM backup_run ORDER BY tick DESC LIMIT :limit;
 
+-- name: hostless_tasks
+-- rows written before target_host existed, in id order past :after
+SELECT id, payload FROM task WHERE target_host = '' AND id > :after ORDER BY id LIMIT :limit;
+
+-- name: set_target_host
+UPDATE task SET target_host = ? WHERE id = ?;
+
 -- name: count_tasks
 SELECT state, tasks FROM task_count WHERE owner_id = :owner_id;
 
@@ -171,8 +178,10 @@ SELECT id, payload, metadata, response, error FROM task
 WHERE id > :after ORDER BY id LIMIT :limit;
 
 -- name: reseal_task
+-- the host's digest was made with the old key: the next server start makes it again
 UPDATE task
-SET payload = :payload, metadata = :metadata, response = :response, error = :error
+SET payload = :payload, metadata = :metadata, response = :response, error = :error,
+    target_host = ''
 WHERE id = :id;
 
 -- name: running_backups
