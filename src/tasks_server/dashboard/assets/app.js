@@ -407,17 +407,27 @@ function chart(title, points, series) {
   const height = 160;
   const values = points.flatMap((point) => series.map(([key]) => point[key] || 0));
   const top = Math.max(1, ...values);
-  const x = (index) => (points.length < 2 ? width / 2 : (index / (points.length - 1)) * width);
-  const y = (value) => height - ((value || 0) / top) * (height - 10);
+  // the last hour on a fixed axis: a minute without a point is a gap, not squeezed out
+  const last = points.length ? points[points.length - 1].minute : 0;
+  const x = (point) => ((point.minute - (last - 59 * 60000)) / (59 * 60000)) * (width - 8) + 4;
+  const y = (value) => height - 4 - ((value || 0) / top) * (height - 14);
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", title);
   series.forEach(([key], index) => {
     const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute("points", points.map((point, i) => `${x(i).toFixed(1)},${y(point[key]).toFixed(1)}`).join(" "));
+    line.setAttribute("points", points.map((point) => `${x(point).toFixed(1)},${y(point[key]).toFixed(1)}`).join(" "));
     line.setAttribute("class", `series series-${index}`);
     svg.append(line);
+    for (const point of points) {
+      const dot = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+      dot.setAttribute("cx", x(point).toFixed(1));
+      dot.setAttribute("cy", y(point[key]).toFixed(1));
+      dot.setAttribute("r", "3");
+      dot.setAttribute("class", `dot series-${index}`);
+      svg.append(dot);
+    }
   });
   return h(
     "figure",
