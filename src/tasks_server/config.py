@@ -262,7 +262,7 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("LOG", "log", _flag),
     ("LOG_FORMAT", "log_format", _log_format),
     ("LOG_ACCESS", "log_access", _flag),
-    ("ATTEMPT_HISTORY", "attempt_history", _positive_int),
+    ("ATTEMPT_HISTORY", "attempt_history", _non_negative_int),
     ("METRICS_TOKEN", "metrics_token", _bearer_token),
     ("ADMIN_TOKEN", "admin_token", _bearer_token),
     ("MAX_SIZE_BODY_REQUEST", "max_size_body_request", _positive_int),

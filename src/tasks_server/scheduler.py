@@ -246,8 +246,9 @@ class Scheduler:
         if future.cancelled():
             # aborted by pause, revoke, delete or shutdown: its outcome counts for nothing,
             # but it happened (the history of a deleted task is gone with it)
-            self._attempts.append(self._attempt_log(claimed, started_at, ended_at, None))
-            self._records_ready.set()
+            if self._history:
+                self._attempts.append(self._attempt_log(claimed, started_at, ended_at, None))
+                self._records_ready.set()
             return
         result = future.result()
         self._observer.attempt_finished(
@@ -262,7 +263,8 @@ class Scheduler:
         if log.isEnabledFor(logging.INFO):
             _log_outcome(record, result, spec, claimed.attempts)
         self._records.append(record)
-        self._attempts.append(self._attempt_log(claimed, started_at, ended_at, result))
+        if self._history:  # 0: no history kept
+            self._attempts.append(self._attempt_log(claimed, started_at, ended_at, result))
         self._records_ready.set()
 
     def _attempt_log(

@@ -87,6 +87,19 @@ def test_only_the_newest_attempt_history_are_kept(
     assert [a["number"] for a in attempts(api, owner, task["id"])] == [4, 3]
 
 
+def test_attempt_history_zero_keeps_none_and_the_outcome_still_lands(
+    start_server: Callable[..., Api], target: Target
+) -> None:
+    api = start_server(attempt_history=0)
+    owner = api.owner()
+    target.script("/x", Reply(500, b""), Reply(200, b"ok"))
+    task = register(api, owner, target.url("/x"), retry=1, retryInterval=20)
+    done = api.wait_state(owner, task["id"], "SUCCESS")
+    assert done["retryCount"] == 1
+    assert attempts(api, owner, task["id"]) == []
+    assert counts(api, owner)["SUCCESS"] == 1
+
+
 def test_an_attempt_aborted_by_a_pause_is_kept_as_aborted(
     api: Api, owner: Owner, target: Target
 ) -> None:

@@ -74,6 +74,7 @@ POOL_SIZE = 8
 KEEP_BACKUP_RUNS = 1000  # rows of backup_run kept (one per tick)
 TASK_FIELDS = msgspec.structs.fields(TaskRow)
 ATTEMPT_FIELDS = msgspec.structs.fields(AttemptLog)
+RECORD_FIELDS = msgspec.structs.fields(AttemptRecord)
 _TYPES = {int: "bigint", str: "text", bytes: "bytea", float: "double precision"}
 FOLD_COUNTS_EVERY = 10  # heartbeats (s) between two folds of the count deltas
 _FOLD_LOCK = "tasks_server:fold_counts"
@@ -163,9 +164,6 @@ class PostgresStore:
                 "task_columns": columns,
                 "task_arrays": arrays,
                 "attempt_columns": ", ".join(f.name for f in ATTEMPT_FIELDS),
-                "attempt_arrays": ", ".join(
-                    f"${n}::{_array_type(f)}" for n, f in enumerate(ATTEMPT_FIELDS, 1)
-                ),
                 **{name: f"${after + n}" for n, name in enumerate(_AFTER_ARRAYS, 1)},
             },
         )
@@ -469,41 +467,20 @@ class PostgresStore:
     ) -> int:
         if not records and not attempts:
             return 0
+        # the history is trimmed only where it may have grown past `history`: mostly nowhere
         trims = [(a.task_id, a.number - history) for a in attempts if a.number > history]
         started = time.perf_counter()
-        async with self._transaction() as conn:
-            if attempts:
-                await conn.execute(self._q["insert_attempts"], *_columns(attempts))
-            if trims:
-                await conn.execute(self._q["trim_attempts"], *map(list, zip(*trims, strict=True)))
-            if not records:
-                return 0
-            written = await conn.fetch(self._q["record_attempts"], *_columns(records))
-            left: dict[str, int] = {}
-            moved: dict[tuple[str, str], int] = {}
-            for owner_id, state in written:
-                if state not in _QUEUE:
-                    left[owner_id] = left.get(owner_id, 0) - 1
-                    moved[owner_id, state] = moved.get((owner_id, state), 0) + 1
-                    moved[owner_id, State.RUNNING.value] = (
-                        moved.get((owner_id, State.RUNNING.value), 0) - 1
-                    )
-            if moved:  # SUCCESS and ERROR: counted here, not by a trigger per row
-                keys = list(moved)
-                await conn.execute(
-                    self._q["add_task_counts"],
-                    [owner for owner, _ in keys],
-                    [state for _, state in keys],
-                    [moved[key] for key in keys],
-                )
-            if left:
-                owners = sorted(left)
-                await conn.fetch(self._q["lock_owners"], owners)  # in id order (no deadlock)
-                await conn.execute(
-                    self._q["count_in_queue"], owners, [left[owner] for owner in owners]
-                )
+        async with self._connection() as conn:  # one statement: its own transaction
+            written: int = await conn.fetchval(
+                self._q["record_outcomes"],
+                *(_columns(records) if records else [[]] * len(RECORD_FIELDS)),
+                list(map(msgspec.structs.astuple, attempts)),
+                [task_id for task_id, _ in trims],
+                [below for _, below in trims],
+                list(_QUEUE),
+            )
         self._observer.store_committed(time.perf_counter() - started, 1)
-        return len(written)
+        return written
 
     async def list_attempts(
         self, owner_id: str, task_id: str, before: int, limit: int

@@ -17,10 +17,6 @@ DELETE FROM owner WHERE id = $1;
 -- name: replace_owner_key
 UPDATE owner SET key_digest = $3 WHERE id = $1 AND key_digest = $2;
 
--- name: lock_owners
--- in id order, so that two transactions never wait for each other's owners
-SELECT id, tasks_in_queue FROM owner WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE;
-
 -- name: count_in_queue
 -- $1 owners, $2 how many of their tasks entered (+) or left (-) the queue
 UPDATE owner SET tasks_in_queue = owner.tasks_in_queue + d.delta
@@ -139,33 +135,6 @@ FROM leased ORDER BY was_due, id;
 -- name: next_due_at
 SELECT min(due_at) FROM task WHERE due_at IS NOT NULL;
 
--- name: record_attempts
--- The outcomes of a batch whose lease still holds, in one statement; returns each
--- written task's owner and new state (for the queue counters).
-UPDATE task
-SET state = v.state, status_code = v.status_code, response = v.response, error = v.error,
-    retry_count = v.retry_count, estimate_next_retry_at = v.estimate_next_retry_at,
-    estimate_end_at = v.estimate_end_at, due_at = v.due_at,
-    lease_owner = NULL, lease_token = NULL
-FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::bytea[], $6::bytea[],
-            $7::integer[], $8::bigint[], $9::bigint[], $10::bigint[])
-    AS v(id, lease_token, state, status_code, response, error, retry_count,
-         estimate_next_retry_at, estimate_end_at, due_at)
-WHERE task.id = v.id AND task.lease_token = v.lease_token
-RETURNING task.owner_id, task.state;
-
--- name: insert_attempts
--- {attempt_arrays}: one typed array per field of model.records.AttemptLog. An attempt
--- of a task deleted meanwhile is left out, one written already is kept.
-INSERT INTO attempt SELECT v.* FROM unnest({attempt_arrays}) AS v({attempt_columns})
-WHERE EXISTS (SELECT 1 FROM task WHERE task.id = v.task_id)
-ON CONFLICT (task_id, number) DO NOTHING;
-
--- name: trim_attempts
--- all but the newest ATTEMPT_HISTORY of these tasks' attempts
-DELETE FROM attempt USING unnest($1::text[], $2::integer[]) AS v(task_id, below)
-WHERE attempt.task_id = v.task_id AND attempt.number <= v.below;
-
 -- name: list_attempts
 SELECT {attempt_columns} FROM attempt
 WHERE task_id = $1 AND number < $2 ORDER BY number DESC LIMIT $3;
@@ -199,10 +168,9 @@ UPDATE task SET target_host = $1 WHERE id = $2;
 -- name: count_tasks
 SELECT state, sum(tasks) FROM task_count WHERE owner_id = $1 GROUP BY state;
 
--- name: add_task_counts
--- deltas: the outcomes of a batch that ended in SUCCESS or ERROR (out of RUNNING)
-INSERT INTO task_count (owner_id, state, tasks)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]);
+-- name: record_outcomes
+-- migrations/0003_record_outcomes.sql: outcomes, attempts, history trim and counters
+SELECT record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14);
 
 -- name: delete_owner_counts
 DELETE FROM task_count WHERE owner_id = $1;
