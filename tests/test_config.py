@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from tasks_server.cli import main
 from tasks_server.config import Settings, SettingsError, load_settings, read_env_file
 
 
@@ -81,17 +83,126 @@ def test_env_file_is_read_and_the_environment_wins(
         "PATH_SQLITE": "/a/b.db",
     }
     monkeypatch.setenv("PORT", "9666")
-    settings = load_settings(str(env_file), host="::1", port=None)
+    settings, warnings = load_settings(str(env_file), host="::1", port=None)
+    assert warnings == []
     assert settings.port == 9666  # the real environment wins over the file
     assert settings.host == "::1"  # a command-line option wins over both
     assert settings.cipher_key == "quoted value"
 
 
-def test_env_file_line_without_equals_is_refused(tmp_path: Path) -> None:
+def test_every_env_file_line_without_equals_is_named(tmp_path: Path) -> None:
     env_file = tmp_path / "bad.env"
-    env_file.write_text("PORT=1\nnonsense\n")
-    with pytest.raises(SettingsError, match=r"bad\.env:2"):
+    env_file.write_text("nonsense\nPORT=1\nmore nonsense\n")
+    with pytest.raises(SettingsError, match=r"bad\.env:1") as refused:
         read_env_file(str(env_file))
+    assert refused.value.problems == (
+        f"{env_file}:1: expected KEY=VALUE",
+        f"{env_file}:3: expected KEY=VALUE",
+    )
+
+
+# ---- every problem at once ----
+
+
+def test_every_bad_setting_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(
+            {
+                "PORT": "http",
+                "LOG": "maybe",
+                "MAX_TASKS_IN_QUEUE": "0",
+                "PATH_TLS_KEY": "/tls/key.pem",
+                "DATABASE_URL": "postgresql://u@h/db",
+            }
+        )
+    assert refused.value.problems == (
+        "PORT='http': expected a port number 1..65535",
+        "LOG='maybe': expected 1 or 0",
+        "MAX_TASKS_IN_QUEUE='0': expected an integer >= 1",
+        "PATH_TLS_KEY needs PATH_TLS_CERT",
+        "DATABASE_URL needs CIPHER_KEY: every node must seal tasks with the same key",
+    )
+    message = str(refused.value)
+    assert message.startswith("5 problems with the settings:\n")
+    for variable in ("PORT", "LOG", "MAX_TASKS_IN_QUEUE", "PATH_TLS_KEY", "DATABASE_URL"):
+        assert f"\n  {variable}" in message
+
+
+def test_one_bad_setting_is_one_line() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PORT": "0"})
+    assert str(refused.value) == "PORT='0': expected a port number 1..65535"
+
+
+def test_a_rule_across_settings_is_left_out_when_one_of_them_could_not_be_read() -> None:
+    """MAX_THROTTLE_REQUEST=-1 is wrong: that it is not set with the window is not news."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"MAX_THROTTLE_REQUEST": "-1", "MAX_THROTTLE_TIME_WINDOW": "1000"})
+    assert refused.value.problems == ("MAX_THROTTLE_REQUEST='-1': expected an integer >= 0",)
+
+
+def test_settings_made_in_code_report_every_conflict() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings(max_throttle_request=5, path_tls_ca="/ca.pem", database_url="postgresql://h/d")
+    assert len(refused.value.problems) == 3
+
+
+def test_bad_lines_and_bad_values_of_an_env_file_are_reported_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PORT", raising=False)
+    monkeypatch.delenv("LOG", raising=False)
+    env_file = tmp_path / "tasks.env"
+    env_file.write_text("PORT=99999\nnonsense\nLOG=perhaps\nLGO=1\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(str(env_file))
+    assert refused.value.problems == (
+        f"{env_file}:2: expected KEY=VALUE",
+        "PORT='99999': expected a port number 1..65535",
+        "LOG='perhaps': expected 1 or 0",
+        # a misspelt variable may be the cause: it is said too
+        f"{env_file}: LGO is not a setting (ignored); did you mean LOG?",
+    )
+
+
+# ---- unknown variables in an env file ----
+
+
+def test_unknown_variables_of_an_env_file_are_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAX_IN_FLIGHT", raising=False)
+    env_file = tmp_path / "tasks.env"
+    env_file.write_text("LGO=1\nport=9555\nMAX_INFLIGHT=3\nCOMPLETELY_UNRELATED=1\nTZ=UTC\n")
+    settings, warnings = load_settings(str(env_file))
+    assert warnings == [
+        f"{env_file}: LGO is not a setting (ignored); did you mean LOG?",
+        f"{env_file}: port is not a setting (ignored); did you mean PORT?",
+        f"{env_file}: MAX_INFLIGHT is not a setting (ignored); did you mean MAX_IN_FLIGHT?",
+        f"{env_file}: COMPLETELY_UNRELATED is not a setting (ignored)",
+    ]
+    assert settings.max_in_flight == 1000  # ignored indeed
+
+
+def test_the_environment_is_not_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGO", "1")  # the environment holds many other programs' variables
+    assert load_settings(None)[1] == []
+
+
+def test_commands_log_the_warnings_and_report_every_bad_setting(tmp_path: Path) -> None:
+    env_file = tmp_path / "tasks.env"
+    env_file.write_text("LGO=1\n")
+    env = {"PATH_SQLITE": str(tmp_path / "tasks.db"), "PORT": "", "LOG": "", "LOG_FORMAT": ""}
+    listed = CliRunner().invoke(main, ["backups", "--env-file", str(env_file)], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "WARNING" in listed.output
+    assert "LGO is not a setting (ignored); did you mean LOG?" in listed.output
+
+    env_file.write_text("PORT=0\nLOG=maybe\n")
+    refused = CliRunner().invoke(main, ["serve", "--env-file", str(env_file)], env=env)
+    assert refused.exit_code == 2
+    assert "Error: 2 problems with the settings:" in refused.output
+    assert "PORT='0'" in refused.output and "LOG='maybe'" in refused.output
 
 
 def test_hardening_variables_are_read() -> None:

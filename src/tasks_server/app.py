@@ -12,14 +12,13 @@ from contextlib import asynccontextmanager, suppress
 import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route
 
 from tasks_server import __version__
 from tasks_server.api.errors import EXCEPTION_HANDLERS
 from tasks_server.api.middleware.security_headers import SecurityHeaders
 from tasks_server.api.middleware.throttle import Throttle
 from tasks_server.api.openapi import openapi_document
-from tasks_server.api.routes import ROUTES, unthrottled_prefixes
+from tasks_server.api.routes import path_routes, unthrottled_prefixes
 from tasks_server.api.services import Services
 from tasks_server.backup.schedule import BackupSchedule
 from tasks_server.codec import TaskCodec
@@ -127,10 +126,7 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     app = Starlette(
-        routes=[
-            *(Route(route.path, route.handler, methods=[route.method]) for route in ROUTES),
-            *dashboard.ROUTES,
-        ],
+        routes=[*path_routes(), *dashboard.ROUTES],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,7 +17,18 @@ from croniter import croniter
 
 
 class SettingsError(ValueError):
-    """An environment variable has a value the server cannot use."""
+    """Settings the server cannot use: `problems` says what is wrong, one variable (or env
+    file line) at a time, and the message lists them all."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            text = problems[0]
+        else:
+            text = f"{len(problems)} problems with the settings:\n" + "\n".join(
+                f"  {problem}" for problem in problems
+            )
+        super().__init__(text)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,9 +85,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Parse the variables of ENV_TABLE from `env` (default: os.environ).
 
         Empty values count as unset. `overrides` (field names) win over the environment.
+        SettingsError lists every bad variable and every conflict, not the first one.
         """
         source = os.environ if env is None else env
         values: dict[str, Any] = {}
+        problems: list[str] = []
+        unread: set[str] = set()
         for variable, field, parse in ENV_TABLE:
             raw = source.get(variable, "").strip()
             if not raw:
@@ -83,23 +98,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             try:
                 values[field] = parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{variable}={raw!r}: {exc}") from None
+                problems.append(f"{variable}={raw!r}: {exc}")
+                unread.add(field)
         values.update(overrides)
+        problems.extend(conflicts({**_DEFAULTS, **values}, unread))
+        if problems:
+            raise SettingsError(*problems)
         return cls(**values)
 
     def __post_init__(self) -> None:
-        if (self.max_throttle_request == 0) != (self.max_throttle_time_window == 0):
-            raise SettingsError(
-                "MAX_THROTTLE_REQUEST and MAX_THROTTLE_TIME_WINDOW are both 0 (off) or both set"
-            )
-        if self.path_tls_key and not self.path_tls_cert:
-            raise SettingsError("PATH_TLS_KEY needs PATH_TLS_CERT")
-        if self.path_tls_ca and not self.path_tls_cert:
-            raise SettingsError("PATH_TLS_CA needs PATH_TLS_CERT")
-        if self.database_url and not self.cipher_key:
-            raise SettingsError(
-                "DATABASE_URL needs CIPHER_KEY: every node must seal tasks with the same key"
-            )
+        problems = conflicts(msgspec.structs.asdict(self))
+        if problems:
+            raise SettingsError(*problems)
 
     @property
     def database_label(self) -> str:
@@ -140,6 +150,43 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.max_instances or _usable_cpus()
 
 
+_DEFAULTS = {field.name: field.default for field in msgspec.structs.fields(Settings)}
+
+# settings that are wrong together: (the fields a rule reads, when they are wrong, what to say)
+CONFLICTS: tuple[tuple[tuple[str, ...], Callable[..., bool], str], ...] = (
+    (
+        ("max_throttle_request", "max_throttle_time_window"),
+        lambda requests, window: (requests == 0) != (window == 0),
+        "MAX_THROTTLE_REQUEST and MAX_THROTTLE_TIME_WINDOW are both 0 (off) or both set",
+    ),
+    (
+        ("path_tls_key", "path_tls_cert"),
+        lambda key, cert: bool(key) and not cert,
+        "PATH_TLS_KEY needs PATH_TLS_CERT",
+    ),
+    (
+        ("path_tls_ca", "path_tls_cert"),
+        lambda ca, cert: bool(ca) and not cert,
+        "PATH_TLS_CA needs PATH_TLS_CERT",
+    ),
+    (
+        ("database_url", "cipher_key"),
+        lambda url, key: bool(url) and not key,
+        "DATABASE_URL needs CIPHER_KEY: every node must seal tasks with the same key",
+    ),
+)
+
+
+def conflicts(values: Mapping[str, Any], unread: Set[str] = frozenset()) -> list[str]:
+    """What CONFLICTS says of `values` (every field), leaving out the rules that read a
+    field in `unread` (its variable could not be read: its own error says so)."""
+    return [
+        message
+        for fields, wrong, message in CONFLICTS
+        if unread.isdisjoint(fields) and wrong(*(values[field] for field in fields))
+    ]
+
+
 def _usable_cpus() -> int:
     """The CPUs this process may run on (a container's limit), not all the host's."""
     if hasattr(os, "sched_getaffinity"):
@@ -156,18 +203,21 @@ def _flag(raw: str) -> bool:
     raise ValueError("expected 1 or 0")
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("expected an integer >= 1")
+def _integer(raw: str, low: int, high: int | None, expected: str) -> int:
+    """`raw` as an integer from `low` to `high` (None: no bound); else ValueError saying
+    what was `expected`."""
+    value = int(raw) if re.fullmatch(r"[+-]?[0-9]+", raw) else None
+    if value is None or value < low or (high is not None and value > high):
+        raise ValueError(f"expected {expected}")
     return value
+
+
+def _positive_int(raw: str) -> int:
+    return _integer(raw, 1, None, "an integer >= 1")
 
 
 def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected an integer >= 0")
-    return value
+    return _integer(raw, 0, None, "an integer >= 0")
 
 
 def _bearer_token(raw: str) -> str:
@@ -244,10 +294,7 @@ def _log_format(raw: str) -> str:
 
 
 def _port(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 65535:
-        raise ValueError("expected a port number 1..65535")
-    return value
+    return _integer(raw, 1, 65535, "a port number 1..65535")
 
 
 # environment variable -> Settings field -> parser
@@ -306,28 +353,69 @@ ENV_TABLE: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
 
 
 def read_env_file(path: str) -> dict[str, str]:
-    """Read KEY=VALUE lines (blank lines and # comments skipped, optional quotes)."""
+    """Read KEY=VALUE lines (blank lines and # comments skipped, optional quotes);
+    SettingsError naming every line that is not one."""
+    values, problems = _parse_env_file(path)
+    if problems:
+        raise SettingsError(*problems)
+    return values
+
+
+def _parse_env_file(path: str) -> tuple[dict[str, str], list[str]]:
     values: dict[str, str] = {}
+    problems: list[str] = []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.removeprefix("export ").partition("=")
         if not sep:
-            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+            problems.append(f"{path}:{number}: expected KEY=VALUE")
+            continue
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key.strip()] = value
-    return values
+    return values, problems
 
 
-def load_settings(env_file: str | None, **overrides: object) -> Settings:
+VARIABLES = tuple(dict.fromkeys(variable for variable, _, _ in ENV_TABLE))
+
+
+def unknown_variables(names: Iterable[str], source: str) -> list[str]:
+    """A warning for each of `names` (read from `source`) that is no setting: it would be
+    ignored without a word. Each suggests the closest variable, if one is close."""
+    warnings = []
+    for name in names:
+        if name in VARIABLES:
+            continue
+        close = difflib.get_close_matches(name.upper(), VARIABLES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{source}: {name} is not a setting (ignored){hint}")
+    return warnings
+
+
+def load_settings(env_file: str | None, **overrides: object) -> tuple[Settings, list[str]]:
     """The settings of the environment, or of `env_file` with the environment winning;
-    `overrides` (field names, None for not given) win over both."""
+    `overrides` (field names, None for not given) win over both. With them, a warning for
+    each variable of `env_file` that is no setting.
+
+    SettingsError lists every problem: the file's bad lines, the bad values and, as they
+    may be the cause (a misspelt variable), the warnings.
+    """
     env = dict(os.environ)
+    problems: list[str] = []
+    warnings: list[str] = []
     if env_file:
+        from_file, problems = _parse_env_file(env_file)
+        warnings = unknown_variables(from_file, env_file)
         # the real environment wins over the file; an empty variable counts as unset
-        env = {**read_env_file(env_file), **{k: v for k, v in env.items() if v.strip()}}
+        env = {**from_file, **{k: v for k, v in env.items() if v.strip()}}
     given = {key: value for key, value in overrides.items() if value is not None}
-    return Settings.from_env(env, **given)
+    try:
+        settings = Settings.from_env(env, **given)
+    except SettingsError as exc:
+        raise SettingsError(*problems, *exc.problems, *warnings) from None
+    if problems:
+        raise SettingsError(*problems, *warnings)
+    return settings, warnings

@@ -181,6 +181,49 @@ def test_wrong_method_is_405_json(shared: Api, method: str, path: str) -> None:
     assert method not in reply.headers["allow"].split(", ")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/queues/register", "POST"),  # used to be read as a task id: a 400
+        ("DELETE", "/v1/queues/register", "POST"),
+        ("PATCH", "/v1/queues/stats", "GET, HEAD"),
+        ("DELETE", "/v1/queues/stats", "GET, HEAD"),
+        ("PUT", "/v1/queues/{task}", "DELETE, GET, HEAD, PATCH"),  # every method of the path
+        ("POST", "/v1/owners/{name}", "DELETE, GET, HEAD"),
+        ("GET", "/v1/owners/{name}/rotate-key", "POST"),
+        ("OPTIONS", "/v1/queues", "GET, HEAD"),
+        ("HEAD", "/v1/queues/register", "POST"),
+    ],
+)
+def test_a_known_path_with_a_wrong_method_is_405_with_allow(
+    shared: Api, me: Owner, method: str, path: str, allowed: str
+) -> None:
+    path = path.format(task=ULID(), name=me.name)
+    reply = shared.http.request(method, path, headers=me.headers)
+    assert reply.status_code == 405, reply.text
+    assert reply.headers["allow"] == allowed
+    if method != "HEAD":  # a HEAD answer has no body
+        assert_error(reply, 405, f"{method} is not allowed on {path} (allowed: {allowed})")
+
+
+def test_literal_paths_still_answer_and_bad_task_ids_are_still_400(shared: Api, me: Owner) -> None:
+    assert shared.http.get("/v1/queues/stats", headers=me.headers).status_code == 200
+    reply = shared.http.head("/v1/queues/stats", headers=me.headers)
+    assert (reply.status_code, reply.content) == (200, b"")
+    for path in ("/v1/queues/registe", "/v1/queues/stats/config", "/v1/queues/register/pause"):
+        method = "PATCH" if path.endswith("pause") else "GET"
+        reply = shared.http.request(method, path, headers=me.headers)
+        assert set(assert_error(reply, 400)["fields"]) == {"id"}, path
+
+
+def test_an_owner_named_like_a_literal_path_is_still_found(shared: Api) -> None:
+    """Owner names may be words: /v1/owners/register is an owner's path for GET."""
+    owner = shared.owner("register")
+    reply = shared.http.get("/v1/owners/register", headers=owner.headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["name"] == "register"
+
+
 # ---- ?pretty ----
 
 
@@ -293,6 +336,29 @@ def test_bad_list_query_is_400_naming_the_parameter(
 ) -> None:
     reply = shared.http.get(f"/v1/queues?{query}", headers=me.headers)
     assert set(assert_error(reply, 400)["fields"]) == {named}
+
+
+@pytest.mark.parametrize(
+    ("query", "named", "values"),
+    [
+        ("order=created", "order", "createdAt, estimateEndAt, estimateExecutionAt"),
+        ("sort=up", "sort", "asc, desc"),
+        ("sort=1", "sort", "asc, desc"),  # digits are read as a number: still a choice
+        ("state=DONE", "state", "RUNNING, PAUSED, SUCCESS, ERROR, REVOKED"),
+    ],
+)
+def test_a_bad_enum_parameter_lists_the_values(
+    shared: Api, me: Owner, query: str, named: str, values: str
+) -> None:
+    reply = shared.http.get(f"/v1/queues?{query}", headers=me.headers)
+    body = assert_error(reply, 400, f"{named}: Expected one of: {values}")
+    assert body["fields"] == {named: f"Expected one of: {values}"}
+
+
+def test_several_bad_parameters_are_named_in_the_message(shared: Api, me: Owner) -> None:
+    reply = shared.http.get("/v1/queues?order=x&sort=y&limit=0", headers=me.headers)
+    body = assert_error(reply, 400, "Invalid fields: limit, order, sort")
+    assert set(body["fields"]) == {"limit", "order", "sort"}
 
 
 @pytest.mark.parametrize(

@@ -101,10 +101,15 @@ def test_a_due_backlog_shows_its_size_and_age(start_server: Callable[..., Api]) 
 def test_metrics_token_is_asked_when_set(start_server: Callable[..., Api]) -> None:
     api = start_server(metrics_token=TOKEN)
     missing = api.http.get("/metrics")
-    assert_error(missing, 401)
+    assert "Authorization header is missing" in assert_error(missing, 401)["message"]
     assert missing.headers["www-authenticate"].startswith("Bearer")
-    assert_error(
-        api.http.get("/metrics", headers={"Authorization": "Bearer wrong-token-123456"}), 401
+    malformed = api.http.get("/metrics", headers={"Authorization": f"Token {TOKEN}"})
+    assert assert_error(malformed, 401)["message"] == (
+        "The Authorization header must be `Bearer <METRICS_TOKEN>`"
+    )
+    wrong = api.http.get("/metrics", headers={"Authorization": "Bearer wrong-token-123456"})
+    assert assert_error(wrong, 401)["message"] == (
+        "The METRICS_TOKEN in the Authorization header is not valid"
     )
     assert "tasks_registered_total" in samples(api, {"Authorization": f"Bearer {TOKEN}"})
 
@@ -151,9 +156,13 @@ def test_the_operator_view_needs_the_admin_token(
     reply = off.http.get("/v1/admin/overview", headers={"Authorization": f"Bearer {ADMIN}"})
     assert_error(reply, 404)
     api = start_server(admin_token=ADMIN)
-    assert_error(api.http.get("/v1/admin/overview"), 401)
+    missing = assert_error(api.http.get("/v1/admin/overview"), 401)
+    assert missing["message"] == (
+        "The Authorization header is missing or empty: send `Bearer <ADMIN_TOKEN>`"
+    )
     wrong = {"Authorization": "Bearer not-the-admin-token-1234"}
-    assert_error(api.http.get("/v1/admin/overview", headers=wrong), 401)
+    refused = assert_error(api.http.get("/v1/admin/overview", headers=wrong), 401)
+    assert "ADMIN_TOKEN" in refused["message"]
     owner = api.owner()
     api.task(
         owner,

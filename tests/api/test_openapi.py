@@ -107,6 +107,35 @@ def test_every_field_of_every_struct_is_in_the_document(api: Api) -> None:
         assert "required" not in patch
 
 
+def enums(node: Any) -> list[dict[str, Any]]:
+    """Every schema of `node` with an `enum`, at any depth."""
+    if isinstance(node, list):
+        return [found for item in node for found in enums(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [node] if isinstance(node.get("enum"), list) else []
+    return own + [found for value in node.values() for found in enums(value)]
+
+
+def test_enums_say_their_type_and_values(api: Api) -> None:
+    doc = document(api)
+    parameters = {p.get("name"): p for p in doc["paths"]["/v1/queues"]["get"]["parameters"]}
+    assert parameters["order"]["schema"] == {
+        "type": "string",
+        "enum": ["createdAt", "estimateEndAt", "estimateExecutionAt"],
+    }
+    assert parameters["sort"]["schema"] == {"type": "string", "enum": ["asc", "desc"]}
+    assert parameters["state"]["schema"]["type"] == "string"
+    assert set(parameters["state"]["schema"]["enum"]) == set(schemas.StateName.__args__)
+    config = doc["components"]["schemas"]["Config"]["properties"]
+    assert config["ipVersion"]["type"] == "integer"
+    found = enums(doc)
+    assert len(found) > 10
+    for schema in found:
+        kind = {"string": str, "integer": int}[schema["type"]]
+        assert all(isinstance(value, kind) for value in schema["enum"]), schema
+
+
 def test_every_error_response_is_the_one_error_shape(api: Api) -> None:
     for method, path, operation in operations(document(api)):
         responses = operation["responses"]

@@ -360,14 +360,28 @@ def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield api
 
 
+MISSING_TOKEN = "The Authorization header is missing or empty: send `Bearer <REGISTRATION_TOKEN>`"
+MALFORMED_TOKEN = "The Authorization header must be `Bearer <REGISTRATION_TOKEN>`"
+
+
 @pytest.mark.parametrize(
-    "authorization",
-    [None, "", "Bearer", f"Basic {TOKEN}", f"bearer {TOKEN}", f"Bearer  {TOKEN}", "Bearer a b"],
+    ("authorization", "message"),
+    [
+        (None, MISSING_TOKEN),
+        ("", MISSING_TOKEN),
+        ("Bearer", MALFORMED_TOKEN),
+        (f"Basic {TOKEN}", MALFORMED_TOKEN),
+        (f"bearer {TOKEN}", MALFORMED_TOKEN),
+        (f"Bearer  {TOKEN}", MALFORMED_TOKEN),
+        ("Bearer a b", MALFORMED_TOKEN),
+    ],
 )
-def test_registration_without_the_token_is_403(closed: Api, authorization: str | None) -> None:
+def test_registration_without_the_token_is_403_naming_the_header(
+    closed: Api, authorization: str | None, message: str
+) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     reply = closed.http.post("/v1/owners/register", json={"name": "no-token"}, headers=headers)
-    assert_error(reply, 403)
+    assert_error(reply, 403, message)
 
 
 @pytest.mark.parametrize("token", [TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "x" * 64])
@@ -377,7 +391,7 @@ def test_registration_with_a_wrong_token_is_401(closed: Api, token: str) -> None
         json={"name": "wrong-token"},
         headers={"Authorization": f"Bearer {token}"},
     )
-    assert_error(reply, 401)
+    assert_error(reply, 401, "The REGISTRATION_TOKEN in the Authorization header is not valid")
     assert reply.headers["www-authenticate"].startswith("Bearer")
 
 

@@ -701,6 +701,58 @@ def test_messages_say_what_is_expected(shared: Api, me: Owner) -> None:
     assert fields["config.nope"] == "Unknown field"
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "values"),
+    [
+        ("httpRequest.transport", "xhr", "fetch, curl"),
+        ("config.httpVersion", "4", "0.9, 1.0, 1.1, 2, 2-prior-knowledge, 3"),
+        ("config.httpVersion", 2, "0.9, 1.0, 1.1, 2, 2-prior-knowledge, 3"),
+        ("config.ipVersion", 5, "4, 6"),
+        ("config.tlsVersion", "1.4", "1.0, 1.1, 1.2, 1.3"),
+        ("config.proxyHttpVersion", "2", "1.0, 1.1"),
+        ("config.mode", "open", "cors, no-cors, same-origin"),
+        (
+            "config.referrerPolicy",
+            "never",
+            '"", no-referrer, no-referrer-when-downgrade, origin, origin-when-cross-origin,'
+            " same-origin, strict-origin, strict-origin-when-cross-origin, unsafe-url",
+        ),
+    ],
+)
+def test_a_bad_enum_value_lists_the_values(
+    shared: Api, me: Owner, path: str, value: Any, values: str
+) -> None:
+    reply = shared.register(me, put(base(), path, value))
+    assert bad_fields(reply) == {path: f"Expected one of: {values}"}
+    assert reply.json()["message"] == f"{path}: Expected one of: {values}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pass@example.com/hook",
+        "http://user@example.com/",
+        "HTTPS://user:p%40ss@example.com:8443/x?y=1",
+        "https://:secret@example.com",
+    ],
+)
+def test_credentials_in_the_url_point_to_auth_basic(shared: Api, me: Owner, url: str) -> None:
+    fields = bad_fields(shared.register(me, put(base(), "httpRequest.url", url)))
+    assert set(fields) == {"httpRequest.url"}
+    assert "user:password@" in fields["httpRequest.url"]
+    assert "httpRequest.authBasic" in fields["httpRequest.url"]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/", "example.com/x", "https://"])
+def test_other_bad_urls_keep_their_message(shared: Api, me: Owner, url: str) -> None:
+    fields = bad_fields(shared.register(me, put(base(), "httpRequest.url", url)))
+    assert fields == {"httpRequest.url": "Expected an absolute http or https URL"}
+
+
+def test_an_at_sign_after_the_host_is_no_credential(shared: Api, me: Owner) -> None:
+    shared.task(me, put(base(), "httpRequest.url", "https://example.com/users/@me?x=a@b"))
+
+
 # ---- dates: ms, ISO 8601, RFC 2822 and the seed's loose form; no offset means UTC ----
 
 DATES = [

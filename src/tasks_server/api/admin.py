@@ -3,12 +3,10 @@ and the operator's view across owners (only with ADMIN_TOKEN, which it must carr
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tasks_server.api.auth import CHALLENGE, authenticate, bearer_token
+from tasks_server.api.auth import authenticate, bearer_token, check_token
 from tasks_server.api.errors import ApiError
 from tasks_server.api.http import json_response
 from tasks_server.api.schemas import (
@@ -50,13 +48,10 @@ async def activity(request: Request) -> Response:
 async def overview(request: Request) -> Response:
     ctx = services(request)
     token = ctx.settings.admin_token
-    given = bearer_token(request)
-    if given is None:  # credentials first, as everywhere
-        raise ApiError(401, "Authorization: Bearer <ADMIN_TOKEN> is needed", CHALLENGE)
+    given = bearer_token(request, "ADMIN_TOKEN", 401)  # credentials first, as everywhere
     if not token:
         raise ApiError(404, "The operator view is off: set ADMIN_TOKEN to turn it on")
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(401, "The admin token is not valid", CHALLENGE)
+    check_token(given, token, "ADMIN_TOKEN")
     now = now_ms()
     figures = await ctx.store.figures(now)
     alive = await ctx.store.live_instances(now, ctx.settings.instance_stale_ms)

@@ -91,7 +91,13 @@ async def on_validation_failed(request: Request, exc: Exception) -> Response:
 async def on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = DEFAULT_MESSAGES.get(exc.status_code, str(exc.detail))
-    return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and "Allow" in headers:
+        # Starlette lists the methods of a set, in no order
+        allowed = ", ".join(sorted(headers["Allow"].split(", ")))
+        headers["Allow"] = allowed
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
+    return error_response(request, exc.status_code, message, headers=headers)
 
 
 async def on_store_unavailable(request: Request, exc: Exception) -> Response:

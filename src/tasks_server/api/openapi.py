@@ -86,6 +86,7 @@ def openapi_document(
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of a server running with `settings`."""
     _, components = msgspec.json.schema_components(STRUCTS, ref_template=_REF)
+    _type_enums(components)
     _add_derived_schemas(components)
     paths: dict[str, dict[str, Any]] = {}
     for operation in endpoints:
@@ -320,6 +321,24 @@ def _patched(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, An
         patched.pop("minProperties", None)
         patched.pop("maxProperties", None)  # keys set to null do not count
     return patched
+
+
+_ENUM_TYPES = {str: "string", int: "integer"}
+
+
+def _type_enums(node: Any) -> None:
+    """Give every enum the type of its values (msgspec writes the values alone), for the
+    tools that read `type` first."""
+    if isinstance(node, list):
+        for item in node:
+            _type_enums(item)
+    elif isinstance(node, dict):
+        values = node.get("enum")
+        kinds = {type(value) for value in values} if isinstance(values, list) else set()
+        if len(kinds) == 1 and "type" not in node:
+            node["type"] = _ENUM_TYPES[kinds.pop()]
+        for value in node.values():
+            _type_enums(value)
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:

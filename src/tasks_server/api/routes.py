@@ -6,13 +6,17 @@ exemptions are all built from ROUTES.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from tasks_server.api import admin, docs, owners, queues, status
+from tasks_server.api.auth import ULID_PATTERN
 
 Handler = Callable[[Request], Awaitable[Response]]
 JSON = "application/json"
@@ -296,4 +300,53 @@ def unthrottled_prefixes(endpoints: tuple[Endpoint, ...] = ROUTES) -> tuple[str,
         dict.fromkeys(
             endpoint.path.split("{", 1)[0] for endpoint in endpoints if not endpoint.throttled
         )
+    )
+
+
+# the path parameters that take ids, and the shape of an id
+ID_PARAMETERS: dict[str, re.Pattern[str]] = {"{task_id}": ULID_PATTERN}
+
+
+class PathRoute(Route):
+    """Every method of one path as one Starlette route, so that a wrong method is a 405
+    whose Allow header lists them all. Its id parameter never takes a literal segment of a
+    path beside it: GET /v1/queues/register is a 405 (only POST is), not a task's id."""
+
+    def __init__(self, path: str, handlers: dict[str, Handler], reserved: frozenset[str]) -> None:
+        self.handlers = handlers
+        self.reserved = reserved
+        super().__init__(path, self.dispatch, methods=list(handlers), name=path)
+
+    async def dispatch(self, request: Request) -> Response:
+        return await self.handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and not self.reserved.isdisjoint(child["path_params"].values()):
+            return Match.NONE, {}
+        return match, child
+
+
+def path_routes(endpoints: tuple[Endpoint, ...] = ROUTES) -> list[Route]:
+    """The app's routes: one PathRoute a path, in the order of the table."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
+    return [
+        PathRoute(path, handlers, _reserved(path, by_path)) for path, handlers in by_path.items()
+    ]
+
+
+def _reserved(path: str, paths: Iterable[str]) -> frozenset[str]:
+    """The last segments of the literal paths beside `path` that cannot be its final id
+    parameter: `register` and `stats` for /v1/queues/{task_id}."""
+    parent, _, parameter = path.rpartition("/")
+    shape = ID_PARAMETERS.get(parameter)
+    if shape is None:
+        return frozenset()
+    siblings = (other.rpartition("/") for other in paths)
+    return frozenset(
+        last
+        for head, _, last in siblings
+        if head == parent and "{" not in last and not shape.match(last)
     )

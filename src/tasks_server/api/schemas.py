@@ -15,10 +15,11 @@ from msgspec import Meta
 from tasks_server.model.lifecycle import State
 from tasks_server.model.spec import MAX_SAFE_INTEGER, Strict, pattern
 
+OWNER_NAME = r"^(?![0-9-])(?!.*--)[a-z0-9-]{5,32}(?<!-)$"
 OwnerName = Annotated[
     str,
     pattern(
-        r"^(?![0-9-])(?!.*--)[a-z0-9-]{5,32}(?<!-)$",
+        OWNER_NAME,
         "Expected 5-32 characters of a-z, 0-9 and -; it cannot start with a number or hyphen,"
         " end with a hyphen, or contain consecutive hyphens",
     ),

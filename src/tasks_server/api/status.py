@@ -3,13 +3,10 @@ figures (/metrics). None of them is throttled."""
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from tasks_server.api.auth import CHALLENGE, bearer_token
-from tasks_server.api.errors import ApiError
+from tasks_server.api.auth import bearer_token, check_token
 from tasks_server.api.http import json_response
 from tasks_server.api.schemas import Health
 from tasks_server.api.services import services
@@ -48,11 +45,7 @@ async def metrics(request: Request) -> Response:
     ctx = services(request)
     token = ctx.settings.metrics_token
     if token:
-        given = bearer_token(request)
-        if given is None:
-            raise ApiError(401, "Authorization: Bearer <METRICS_TOKEN> is needed", CHALLENGE)
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "The metrics token is not valid", CHALLENGE)
+        check_token(bearer_token(request, "METRICS_TOKEN", 401), token, "METRICS_TOKEN")
     now = now_ms()
     figures = await ctx.store.figures(now)
     alive = await ctx.store.live_instances(now, ctx.settings.instance_stale_ms)

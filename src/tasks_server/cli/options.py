@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ from tasks_server.config import Settings, SettingsError, load_settings
 from tasks_server.runtime import set_up_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 env_file_option: Callable[[F], F] = click.option(
     "--env-file",
@@ -21,10 +23,13 @@ env_file_option: Callable[[F], F] = click.option(
 
 
 def settings_for(env_file: str | None, **overrides: object) -> Settings:
-    """The settings of a command, a bad one reported as a usage error; logging set up."""
+    """The settings of a command, every bad one reported in one usage error; logging set
+    up, then a warning for each variable of the env file that is no setting."""
     try:
-        settings = load_settings(env_file, **overrides)
+        settings, warnings = load_settings(env_file, **overrides)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     set_up_logging(settings)
+    for warning in warnings:
+        log.warning(warning)
     return settings

@@ -8,6 +8,8 @@ payload is this spec in canonical form (see canonical.py).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -17,10 +19,15 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 # regex -> the message a client sees when a value does not match it
 PATTERN_MESSAGES: dict[str, str] = {}
+# regex -> (a common mistake, what to say instead when the value makes it)
+PATTERN_HINTS: dict[str, tuple[tuple[re.Pattern[str], str], ...]] = {}
 
 
-def pattern(regex: str, message: str, **constraints: Any) -> Meta:
-    """A string constraint whose error message says what is expected, not the regex.
+def pattern(
+    regex: str, message: str, *, hints: Mapping[str, str] | None = None, **constraints: Any
+) -> Meta:
+    """A string constraint whose error message says what is expected, not the regex;
+    `hints` maps a mistake (a regex searched in the refused value) to a better message.
 
     A final `$` is made to mean the end of the text: in Python it also matches
     before a trailing newline, which would let "GET\\n" or a header value
@@ -29,7 +36,17 @@ def pattern(regex: str, message: str, **constraints: Any) -> Meta:
     if regex.endswith("$") and not regex.endswith("\\$"):
         regex = regex[:-1] + r"(?!\n)$"
     PATTERN_MESSAGES[regex] = message
+    if hints:
+        PATTERN_HINTS[regex] = tuple((re.compile(key), text) for key, text in hints.items())
     return Meta(pattern=regex, description=message, **constraints)
+
+
+def pattern_message(regex: str, value: Any) -> str | None:
+    """What to tell a client whose `value` does not match `regex` (a pattern's)."""
+    for mistake, text in PATTERN_HINTS.get(regex, ()):
+        if isinstance(value, str) and mistake.search(value):
+            return text
+    return PATTERN_MESSAGES.get(regex)
 
 
 Key = Annotated[
@@ -43,7 +60,18 @@ SafeText = Annotated[str, pattern(NO_CONTROL, NO_CONTROL_MESSAGE, min_length=1, 
 Record = Annotated[dict[Key, SafeText], Meta(min_length=1, max_length=64)]
 _URL = r"[hH][tT][tT][pP][sS]?://[^\s/?#@]+(?:[/?#][^\s]*)?"
 Url = Annotated[
-    str, pattern(f"^{_URL}$", "Expected an absolute http or https URL", max_length=1024)
+    str,
+    pattern(
+        f"^{_URL}$",
+        "Expected an absolute http or https URL",
+        hints={
+            r"^[hH][tT][tT][pP][sS]?://[^\s/?#]*@": (
+                "Expected a URL without user:password@: the request's credentials go in"
+                " httpRequest.authBasic, as {username, password}"
+            )
+        },
+        max_length=1024,
+    ),
 ]
 # One pattern, not a union of two `str` types: msgspec would keep only one constraint.
 RefererUrl = Annotated[

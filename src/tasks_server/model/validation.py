@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import types
 import typing
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from tasks_server.model.spec import PATTERN_MESSAGES
+from tasks_server.model.spec import pattern_message
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -22,10 +22,19 @@ _REGEX_IN_MESSAGE = re.compile(r"^Expected `str` matching regex '(?P<regex>.*)'$
 class ValidationFailed(Exception):
     """The input is invalid; `fields` maps each bad field's path to what is wrong."""
 
-    def __init__(self, fields: dict[str, str], message: str = "Invalid request") -> None:
+    def __init__(self, fields: dict[str, str], message: str | None = None) -> None:
+        message = message or _summary(fields)
         super().__init__(message)
         self.fields = fields
         self.message = message
+
+
+def _summary(fields: dict[str, str]) -> str:
+    """One bad field and what is wrong with it, or the names of the bad fields."""
+    if len(fields) == 1:
+        ((field, problem),) = fields.items()
+        return f"{field}: {problem}"
+    return "Invalid fields: " + ", ".join(fields) if fields else "Invalid request"
 
 
 def convert(data: Any, kind: type[T], *, root: str = "") -> T:
@@ -128,18 +137,38 @@ def _convert_error(value: Any, annotation: Any, path: str) -> dict[str, str]:
         assert match is not None  # the pattern matches any text
         # msgspec says `$.a[0]` relative to the value converted; prefix our own path
         full = (path + (match["path"] or "")).lstrip(".")
-        message = _friendly(match["message"])
+        if match["path"]:  # about a part of the value: its enum values and hints do not apply
+            annotation, value = Any, None
+        message = _friendly(match["message"], annotation, value)
         if match["key"]:
             message = f"Invalid key: {message}"
         return {full or "body": message}
     return {}
 
 
-def _friendly(message: str) -> str:
+def _friendly(message: str, annotation: Any, value: Any) -> str:
+    """msgspec's `message` about `value` in the words of its field: the values an enum
+    takes, what a pattern expects (or the mistake the value makes)."""
+    choices = _choices(annotation)
+    # a wrong type is a wrong choice too when every choice is text (query values are typed)
+    if choices and (
+        message.startswith("Invalid enum value") or all(isinstance(c, str) for c in choices)
+    ):
+        return "Expected one of: " + ", ".join(_shown(choice) for choice in choices)
     regex = _REGEX_IN_MESSAGE.match(message)
     if regex is None:
         return message
-    return PATTERN_MESSAGES.get(regex["regex"].replace("\\\\", "\\"), message)
+    return pattern_message(regex["regex"].replace("\\\\", "\\"), value) or message
+
+
+def _choices(annotation: Any) -> tuple[Any, ...]:
+    """The values of a Literal (optional or not); () for any other type."""
+    base = _strip_optional(annotation)
+    return typing.get_args(base) if typing.get_origin(base) is Literal else ()
+
+
+def _shown(choice: Any) -> str:
+    return choice if isinstance(choice, str) and choice else msgspec.json.encode(choice).decode()
 
 
 def _join(path: str, name: str) -> str:
