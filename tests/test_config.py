@@ -160,8 +160,11 @@ def test_bad_lines_and_bad_values_of_an_env_file_are_reported_together(
         f"{env_file}:2: expected KEY=VALUE",
         "PORT='99999': expected a port number 1..65535",
         "LOG='perhaps': expected 1 or 0",
-        # a misspelt variable may be the cause: it is said too
-        f"{env_file}: LGO is not a setting (ignored); did you mean LOG?",
+    )
+    # a misspelt variable may be the cause: it is said too, as a note
+    assert str(refused.value).startswith("3 problems with the settings:\n")
+    assert str(refused.value).endswith(
+        f"\n  note: {env_file}: LGO is not a setting (ignored); did you mean LOG?"
     )
 
 
@@ -203,6 +206,30 @@ def test_commands_log_the_warnings_and_report_every_bad_setting(tmp_path: Path) 
     assert refused.exit_code == 2
     assert "Error: 2 problems with the settings:" in refused.output
     assert "PORT='0'" in refused.output and "LOG='maybe'" in refused.output
+
+
+def test_an_env_file_with_a_byte_order_mark_reads_its_first_variable(tmp_path: Path) -> None:
+    env_file = tmp_path / "tasks.env"
+    env_file.write_bytes("\ufeffPORT=9555\n".encode())
+    settings, warnings = load_settings(str(env_file))
+    assert settings.port == 9555
+    assert warnings == []
+
+
+def test_unreadable_env_files_and_keyless_lines_are_problems_not_crashes(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.env"
+    binary.write_bytes(b"PORT=\xff\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(str(binary))
+    assert refused.value.problems == (f"{binary}: not UTF-8 text (byte 5)",)
+    keyless = tmp_path / "keyless.env"
+    keyless.write_text("=x\nLGO=1\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(str(keyless))
+    assert refused.value.problems == (f"{keyless}:1: expected KEY=VALUE",)
+    # the misspelt variable is a note that may explain it, not a second problem
+    assert str(refused.value).startswith("1 problem with the settings:\n")
+    assert "note: " in str(refused.value) and "LGO is not a setting" in str(refused.value)
 
 
 def test_hardening_variables_are_read() -> None:

@@ -6,13 +6,15 @@ Requests and answers are the server's own msgspec structs (`HttpRequest`,
 retypes breaks here too, under mypy, rather than at run time. Every endpoint
 is written once, as a `Call` (what to send, how to read the answer); the two
 clients differ only in how they send it. An error answer raises `TasksError`;
-429 and 503 are retried after their `Retry-After`, a bounded number of times.
+429 (and 503, but for a POST) are retried after their `Retry-After`, a bounded
+number of times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -239,7 +241,7 @@ def retry_after(reply: httpx.Response, cap: float) -> float:
     """Seconds `reply` asks to wait before trying again (Retry-After: seconds or an HTTP
     date), DEFAULT_RETRY_AFTER when it does not say, never more than `cap`."""
     value = reply.headers.get("retry-after", "").strip()
-    if value.isdigit():
+    if re.fullmatch("[0-9]+", value):  # not str.isdigit: it takes digits float() refuses
         return min(float(value), cap)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -293,10 +295,14 @@ class _Client(ABC, Generic[Http]):
     def _wait_before_retry(self, reply: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before sending again, or None: `reply` is the answer.
 
-        A 429 is refused before the request is looked at and a 503 is a change the
-        database did not take, so sending a POST again registers nothing twice.
+        A 429 is refused before the request is looked at: any request is sent again. A
+        503 may come after the change was made (a connection lost during the commit, a
+        load balancer in front of a node that did the work), so a POST, which registers,
+        is not: sent again, it could register twice.
         """
         if reply.status_code not in RETRIED_STATUSES or attempt >= self.retries:
+            return None
+        if reply.status_code == 503 and reply.request.method == "POST":
             return None
         return retry_after(reply, self.max_retry_wait)
 

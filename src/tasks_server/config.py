@@ -6,7 +6,7 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,13 +20,16 @@ class SettingsError(ValueError):
     """Settings the server cannot use: `problems` says what is wrong, one variable (or env
     file line) at a time, and the message lists them all."""
 
-    def __init__(self, *problems: str) -> None:
+    def __init__(self, *problems: str, notes: Sequence[str] = ()) -> None:
+        """`notes`: what may explain the problems (a misspelt variable), listed after them
+        and not counted."""
         self.problems = problems
-        if len(problems) == 1:
+        if len(problems) == 1 and not notes:
             text = problems[0]
         else:
-            text = f"{len(problems)} problems with the settings:\n" + "\n".join(
-                f"  {problem}" for problem in problems
+            count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+            text = f"{count} with the settings:\n" + "\n".join(
+                [f"  {problem}" for problem in problems] + [f"  note: {note}" for note in notes]
             )
         super().__init__(text)
 
@@ -364,12 +367,19 @@ def read_env_file(path: str) -> dict[str, str]:
 def _parse_env_file(path: str) -> tuple[dict[str, str], list[str]]:
     values: dict[str, str] = {}
     problems: list[str] = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    try:
+        # utf-8-sig: an editor's byte order mark is not part of the first variable's name
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return values, [f"{path}: not UTF-8 text (byte {exc.start})"]
+    except OSError as exc:
+        return values, [f"{path}: cannot be read ({exc.strerror})"]
+    for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.removeprefix("export ").partition("=")
-        if not sep:
+        if not sep or not key.strip():
             problems.append(f"{path}:{number}: expected KEY=VALUE")
             continue
         value = value.strip()
@@ -415,7 +425,7 @@ def load_settings(env_file: str | None, **overrides: object) -> tuple[Settings, 
     try:
         settings = Settings.from_env(env, **given)
     except SettingsError as exc:
-        raise SettingsError(*problems, *exc.problems, *warnings) from None
+        raise SettingsError(*problems, *exc.problems, notes=warnings) from None
     if problems:
-        raise SettingsError(*problems, *warnings)
+        raise SettingsError(*problems, notes=warnings)
     return settings, warnings

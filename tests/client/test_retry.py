@@ -53,6 +53,16 @@ def test_503_is_sent_again_until_it_is_answered(connect: Connect, target: Target
     assert {a.header("X-Tasks-Owner-Id") for a in arrivals} == {"01JH2AAAAAAAAAAAAAAAAAAAAA"}
 
 
+def test_a_post_answered_503_is_not_sent_again(connect: Connect, target: Target) -> None:
+    # the 503 may come after the task was registered: sent again, it could be twice
+    target.script("/v1/queues/register", always=UNAVAILABLE)
+    client = connect("01JH2AAAAAAAAAAAAAAAAAAAAA", "k" * 64, base_url=target.url(""))
+    with pytest.raises(TasksError) as unavailable:
+        client.register({"url": "http://127.0.0.1:9/x", "method": "GET"})
+    assert unavailable.value.status == 503
+    assert len(target.arrivals_at("/v1/queues/register")) == 1
+
+
 def test_retries_are_bounded(connect: Connect, target: Target) -> None:
     target.script(STATS, always=UNAVAILABLE)
     with pytest.raises(TasksError) as unavailable:

@@ -66,8 +66,8 @@ Url = Annotated[
         "Expected an absolute http or https URL",
         hints={
             r"^[hH][tT][tT][pP][sS]?://[^\s/?#]*@": (
-                "Expected a URL without user:password@: the request's credentials go in"
-                " httpRequest.authBasic, as {username, password}"
+                "Expected a URL without user:password@: credentials have fields of their"
+                " own (the request's: httpRequest.authBasic, as {username, password})"
             )
         },
         max_length=1024,
