@@ -10,11 +10,28 @@ import signal
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from tests.served import EXECUTABLE, Served, free_port
 from tests.targets import Reply, Target, wait_until
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+def one_task_logged(
+    tmp_path: Path, target: Target, final_state: str, **env: str
+) -> tuple[dict[str, Any], Served]:
+    """Run one task to `final_state` on a server with `env`, then stop it: (the task, the
+    stopped server, whose log is kept)."""
+    served = Served(tmp_path, free_port(), "server.log", env)
+    try:
+        owner = served.owner("log-owner")
+        task = served.task(owner, target.url("/hook"))
+        served.wait(owner, task["id"], lambda t: t["state"] == final_state, timeout=15)
+        wait_until(lambda: final_state in served.log(), timeout=5)
+    finally:
+        served.stop(signal.SIGTERM)
+    return task, served
 
 
 def test_the_start_and_stop_lines_print_with_the_default_settings(tmp_path: Path) -> None:
@@ -35,14 +52,7 @@ def test_log_adds_a_line_per_attempt_and_access_a_line_per_request(
     tmp_path: Path, target: Target
 ) -> None:
     target.script("/hook", always=Reply(503, b""))
-    served = Served(tmp_path, free_port(), "server.log", {"LOG": "1", "LOG_ACCESS": "1"})
-    try:
-        owner = served.owner("log-owner")
-        task = served.task(owner, target.url("/hook"))
-        served.wait(owner, task["id"], lambda t: t["state"] == "ERROR", timeout=15)
-        wait_until(lambda: "attempt 1 ERROR" in served.log(), timeout=5)
-    finally:
-        served.stop(signal.SIGTERM)
+    task, served = one_task_logged(tmp_path, target, "ERROR", LOG="1", LOG_ACCESS="1")
     log = served.log()
     assert re.search(
         rf"^{ISO} INFO Task {task['id']} attempt 1 ERROR: GET 127\.0\.0\.1 -> 503$", log, re.M
@@ -52,15 +62,9 @@ def test_log_adds_a_line_per_attempt_and_access_a_line_per_request(
 
 def test_json_makes_every_line_one_object(tmp_path: Path, target: Target) -> None:
     target.script("/hook", always=Reply(200, b""))
-    env = {"LOG": "1", "LOG_ACCESS": "1", "LOG_FORMAT": "json"}
-    served = Served(tmp_path, free_port(), "server.log", env)
-    try:
-        owner = served.owner("json-owner")
-        task = served.task(owner, target.url("/hook"))
-        served.wait(owner, task["id"], lambda t: t["state"] == "SUCCESS", timeout=15)
-        wait_until(lambda: "SUCCESS" in served.log(), timeout=5)
-    finally:
-        served.stop(signal.SIGTERM)
+    task, served = one_task_logged(
+        tmp_path, target, "SUCCESS", LOG="1", LOG_ACCESS="1", LOG_FORMAT="json"
+    )
     entries = [json.loads(line) for line in served.log().splitlines()]
     for entry in entries:
         assert re.fullmatch(ISO, entry["time"]) and entry["level"] and entry["message"]
